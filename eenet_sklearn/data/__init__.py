@@ -1,0 +1,1 @@
+"""Real per-exit logits shipped with the package (see README.md here)."""

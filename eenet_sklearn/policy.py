@@ -1,0 +1,249 @@
+"""``EarlyExitPolicy``: the EENet budgeted exit policy as a scikit-learn classifier."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from sklearn.utils import check_random_state, check_scalar
+
+from ._base import BaseExitPolicy
+from .features import CONFIDENCE_MEASURES, exit_features, n_features
+from .scorer import EENetLoss, ExitScorer
+from .thresholds import gpu_available, quota_thresholds, tilt_to_budget
+
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+class EarlyExitPolicy(BaseExitPolicy):
+    """EENet: learned exit utility scores and a budget-constrained exit distribution.
+
+    Per exit, a small network scores how likely that exit's prediction is right,
+    from confidence measures (max probability, entropy, voting), the class-wise
+    probabilities and the scores of the exits before it. The scorers and a
+    per-sample distribution over exits are trained jointly (through skorch) under
+    a loss that rewards expected accuracy and penalises missing the budget. The
+    mean exit distribution becomes the exit quotas, tilted to meet the budget
+    exactly on the fitting data, and each exit's threshold admits its quota.
+
+    Decisions are causal: whether a sample leaves at exit ``k``, and what it
+    predicts there, depend on the outputs of exits ``0..k`` only.
+
+    Parameters
+    ----------
+    costs : array-like of shape (n_exits,), default=None
+        Cumulative cost of running the network up to and including each exit,
+        strictly increasing, any unit. Required here or in :meth:`fit`.
+    budget : float, default=None
+        Average cost per sample allowed, in the unit of ``costs``; at least
+        ``costs[0]``. A budget at or above ``costs[-1]`` does not bind: every
+        sample then leaves at the last exit. Required here or in :meth:`fit`.
+    confidence : tuple of str, default=("max_prob", "entropy", "voting")
+        Confidence measures the scorers read; any of ``"max_prob"``,
+        ``"entropy"``, ``"voting"``, ``"margin"``.
+    class_scores : bool, default=True
+        Whether the scorers also read the whole probability vector of their exit.
+    hidden_size : int, default=32
+        Hidden units of each exit's scorer.
+    temperature : float, default=0.5
+        Softness of the leave decisions in the training-time exit distribution.
+    utility_weight, kl_weight, budget_weight, accuracy_weight : float
+        Weights of the loss terms (defaults 1.0, 0.1, 1.0, 3.0): the
+        survival-weighted utility cross-entropy, the KL divergence pulling the
+        exit distribution towards the normalised utilities, the relative budget
+        violation, and one minus the expected accuracy.
+    max_epochs : int, default=60
+    lr : float, default=1e-2
+        Adam learning rate.
+    weight_decay : float, default=0.0
+    batch_size : int, default=256
+    n_restarts : int, default=1
+        Independent trainings; the one with the best accuracy on the fitting data,
+        under its own budget-meeting thresholds, is kept.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the scorers' initialisation and batch shuffling.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the scorer trains; ``"auto"`` uses CUDA when available. Thresholds are
+        sorted with CuPy when training on CUDA and CuPy sees the GPU. The fitted
+        policy always holds its scorer on the CPU.
+    input_type : {"logits", "proba"}, default="logits"
+        Whether ``X`` holds logits or probabilities.
+    classes : array-like of shape (n_classes,), default=None
+        Label of each logit column. By default the sorted distinct labels of ``y``,
+        which must then cover every column.
+    verbose : int, default=0
+        Print skorch's epoch log when positive.
+
+    Attributes
+    ----------
+    scorer_ : skorch.NeuralNet
+        The trained scorer (on the CPU).
+    thresholds_ : ndarray of shape (n_exits,)
+        Score a sample needs to leave at each exit; the last is ``-inf``.
+    exit_fractions_ : ndarray of shape (n_exits,)
+        Fraction of the fitting samples leaving at each exit.
+    classes_ : ndarray of shape (n_classes,)
+    costs_ : ndarray of shape (n_exits,)
+    budget_ : float
+    n_exits_ : int
+    n_classes_ : int
+    n_features_in_ : int
+        ``n_exits_ * n_classes_``.
+
+    Examples
+    --------
+    >>> from eenet_sklearn import EarlyExitPolicy
+    >>> from eenet_sklearn.datasets import load_exit_logits
+    >>> data = load_exit_logits("mnist_mlp3")
+    >>> policy = EarlyExitPolicy(costs=data.costs, budget=0.03, random_state=0)
+    >>> policy = policy.fit(data.val_logits, data.val_labels)
+    >>> policy.expected_cost(data.test_logits) <= 0.03 * 1.02
+    True
+    """
+
+    def __init__(
+        self,
+        costs=None,
+        budget=None,
+        *,
+        confidence=("max_prob", "entropy", "voting"),
+        class_scores=True,
+        hidden_size=32,
+        temperature=0.5,
+        utility_weight=1.0,
+        kl_weight=0.1,
+        budget_weight=1.0,
+        accuracy_weight=3.0,
+        max_epochs=60,
+        lr=1e-2,
+        weight_decay=0.0,
+        batch_size=256,
+        n_restarts=1,
+        random_state=None,
+        device="auto",
+        input_type="logits",
+        classes=None,
+        verbose=0,
+    ):
+        self.costs = costs
+        self.budget = budget
+        self.confidence = confidence
+        self.class_scores = class_scores
+        self.hidden_size = hidden_size
+        self.temperature = temperature
+        self.utility_weight = utility_weight
+        self.kl_weight = kl_weight
+        self.budget_weight = budget_weight
+        self.accuracy_weight = accuracy_weight
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.device = device
+        self.input_type = input_type
+        self.classes = classes
+        self.verbose = verbose
+
+    def _check_hyperparameters(self) -> tuple[str, ...]:
+        confidence = (self.confidence,) if isinstance(self.confidence, str) else tuple(self.confidence)
+        unknown = [name for name in confidence if name not in CONFIDENCE_MEASURES]
+        if unknown or len(set(confidence)) != len(confidence):
+            raise ValueError(
+                f"confidence must hold distinct names from {CONFIDENCE_MEASURES}, got {self.confidence!r}."
+            )
+        if not confidence and not self.class_scores:
+            raise ValueError("confidence is empty and class_scores=False: the scorers would read nothing.")
+        for name, kind, low in (
+            ("hidden_size", Integral, 1),
+            ("max_epochs", Integral, 1),
+            ("batch_size", Integral, 1),
+            ("n_restarts", Integral, 1),
+        ):
+            check_scalar(getattr(self, name), name, kind, min_val=low)
+        for name in ("temperature", "lr"):
+            check_scalar(getattr(self, name), name, Real, min_val=0, include_boundaries="neither")
+        for name in ("utility_weight", "kl_weight", "budget_weight", "accuracy_weight", "weight_decay"):
+            check_scalar(getattr(self, name), name, Real, min_val=0)
+        if self.device not in _DEVICES:
+            raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}.")
+        return confidence
+
+    def _train_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def _use_gpu(self) -> bool:
+        return self._train_device() == "cuda" and gpu_available()
+
+    def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._confidence = self._check_hyperparameters()
+        features = exit_features(proba, self._confidence, self.class_scores)
+        target = correct.astype(np.float32)
+        rng = check_random_state(self.random_state)
+        best = None
+        for _ in range(self.n_restarts):
+            net = self._train_scorer(features, target, seed=int(rng.randint(2**31 - 1)))
+            scores, fractions = self._scores_and_quotas(net, features)
+            _, exits = quota_thresholds(scores, fractions)
+            accuracy = correct[np.arange(len(exits)), exits].mean()
+            if best is None or accuracy > best[0]:
+                best = (accuracy, net, scores, fractions)
+        _, self.scorer_, scores, fractions = best
+        return scores, fractions
+
+    def _train_scorer(self, features: np.ndarray, target: np.ndarray, seed: int) -> NeuralNet:
+        device = self._train_device()
+        net = NeuralNet(
+            ExitScorer,
+            EENetLoss,
+            module__n_exits=self.n_exits_,
+            module__n_features=n_features(self.n_classes_, self._confidence, self.class_scores),
+            module__hidden_size=self.hidden_size,
+            module__temperature=self.temperature,
+            criterion__costs=torch.as_tensor(self.costs_, dtype=torch.float32),
+            criterion__budget=self.budget_,
+            criterion__utility_weight=self.utility_weight,
+            criterion__kl_weight=self.kl_weight,
+            criterion__budget_weight=self.budget_weight,
+            criterion__accuracy_weight=self.accuracy_weight,
+            optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            iterator_train__shuffle=True,
+            device=device,
+            verbose=self.verbose,
+        )
+        # Seed locally so that fitting leaves the caller's global torch RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net.fit(features, target)
+        if device != "cpu":
+            net.module_.to("cpu")
+            net.criterion_.to("cpu")
+            net.set_params(device="cpu")
+            net.initialize_optimizer()  # drop optimiser state living on the GPU
+        net.module_.eval()
+        return net
+
+    def _scores_and_quotas(self, net: NeuralNet, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            utility, log_r = net.module_(torch.from_numpy(features))
+        scores = torch.sigmoid(utility.double()).numpy()
+        mean_r = log_r.double().exp().mean(dim=0).numpy()
+        with np.errstate(divide="ignore"):
+            fractions = tilt_to_budget(np.log(mean_r), self.costs_, self.budget_)
+        return scores, fractions
+
+    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
+        features = exit_features(proba, self._confidence, self.class_scores)
+        with torch.inference_mode():
+            utility = self.scorer_.module_.utility_logits(torch.from_numpy(features))
+        return torch.sigmoid(utility.double()).numpy()
