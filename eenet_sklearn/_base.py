@@ -13,21 +13,27 @@ from ._validation import (
     check_costs,
     check_exit_outputs,
     check_input_type,
+    check_target,
     encode_labels,
 )
 from .features import softmax
 from .thresholds import assign_exits, exit_fractions, quota_thresholds
 
-#: Samples processed at once in prediction, to bound memory on large inputs.
+#: At most this many samples are processed at once in prediction, to bound memory.
 _CHUNK_SIZE = 1 << 16
+
+#: At most this many values (samples x exits x classes) per prediction chunk, so that a
+#: chunk's temporaries stay in cache.
+_CHUNK_VALUES = 1 << 20
 
 
 class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     """Base class of budgeted exit policies over per-exit outputs.
 
     A policy sends each sample out at the first exit ``k`` whose exit score reaches
-    ``thresholds_[k]``; subclasses define the score (:meth:`_exit_scores`) and the
-    fraction of samples each exit should take (:meth:`_fit_policy`).
+    ``thresholds_[k]``; subclasses define the score (:meth:`_exit_scores`) and either
+    the fraction of samples each exit should take (:meth:`_fit_policy`, turned into
+    quota thresholds) or the thresholds themselves (:meth:`_fit_thresholds`).
 
     Subclasses accept ``costs``, ``budget``, ``input_type`` and ``classes``
     as constructor parameters.
@@ -58,9 +64,13 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        # Validate everything before setting any attribute, so that a failed fit
+        # leaves no half-fitted state that check_is_fitted would take for fitted.
+        self._check_hyperparameters()
+        y = check_target(y, type(self).__name__)
         input_type = check_input_type(self.input_type)
         costs_ = check_costs(self.costs if costs is None else costs)
-        budget_ = check_budget(self.budget if budget is None else budget, costs_)
+        budget_ = self._check_budget(self.budget if budget is None else budget, costs_)
         proba = self._to_proba(check_exit_outputs(X, len(costs_), input_type=input_type))
         classes_, columns = encode_labels(y, proba.shape[0], proba.shape[2], self.classes)
 
@@ -68,14 +78,37 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         self.n_exits_, self.n_classes_ = proba.shape[1], proba.shape[2]
         self.n_features_in_ = self.n_exits_ * self.n_classes_
         correct = proba.argmax(axis=-1) == columns[:, None]
-        scores, fractions = self._fit_policy(proba, correct)
-        self.thresholds_, exits = quota_thresholds(scores, fractions, use_gpu=self._use_gpu())
+        self.thresholds_, exits = self._fit_thresholds(proba, correct)
         self.exit_fractions_ = exit_fractions(exits, self.n_exits_)
         return self
 
-    @abstractmethod
+    def _check_hyperparameters(self) -> object:
+        """Raise on invalid subclass hyperparameters; called first in :meth:`fit`."""
+
+    def _check_budget(self, budget: object, costs: np.ndarray) -> float | None:
+        """Validate the budget against the validated costs, before any attribute is set.
+
+        Subclasses whose settings may make the budget unnecessary, or that must check
+        settings against the number of exits, extend this.
+        """
+        return check_budget(budget, costs)
+
+    def _fit_thresholds(
+        self, proba: np.ndarray, correct: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Learn the policy; return its thresholds and the exit of every fitting sample.
+
+        By default, quota thresholds on the scores and quotas of :meth:`_fit_policy`;
+        rules whose thresholds are not quotas (patience, fixed exit) override this.
+        """
+        scores, fractions = self._fit_policy(proba, correct)
+        return quota_thresholds(scores, fractions, use_gpu=self._use_gpu())
+
     def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Learn what the policy needs; return the fitting data's exit scores and the quotas."""
+        raise NotImplementedError(
+            f"{type(self).__name__} overrides neither _fit_policy nor _fit_thresholds."
+        )
 
     @abstractmethod
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
@@ -86,22 +119,44 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         return False
 
     def _to_proba(self, outputs: np.ndarray) -> np.ndarray:
-        return outputs if self.input_type == "proba" else softmax(outputs)
+        """Probabilities laid out class-major (classes outermost in memory).
+
+        Reductions over the classes (softmax, confidence measures) then run as fast
+        elementwise passes over (samples, exits) rows instead of one short reduction
+        per (sample, exit); fitting and prediction share the layout, so the scores
+        they compute for the same sample are identical.
+        """
+        by_class = np.ascontiguousarray(outputs.transpose(2, 0, 1)).transpose(1, 2, 0)
+        return by_class if self.input_type == "proba" else softmax(by_class)
+
+    def _chunk_rows(self, n_samples: int) -> list[slice]:
+        """Row blocks for prediction: bounded memory, temporaries that stay in cache."""
+        size = max(1, min(_CHUNK_SIZE, _CHUNK_VALUES // (self.n_exits_ * self.n_classes_)))
+        return [slice(start, start + size) for start in range(0, n_samples, size)]
+
+    def _chunked_exit_scores(self, proba: np.ndarray) -> np.ndarray:
+        """:meth:`_exit_scores` over the same row blocks as prediction uses."""
+        scores = np.empty(proba.shape[:2], dtype=np.float64)
+        for rows in self._chunk_rows(proba.shape[0]):
+            scores[rows] = self._exit_scores(proba[rows])
+        return scores
 
     def _decide(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exit, class probabilities at that exit, and exit scores, chunk by chunk."""
         check_is_fitted(self)
-        outputs = check_exit_outputs(X, self.n_exits_, self.n_classes_, self.input_type)
+        outputs = check_exit_outputs(
+            X, self.n_exits_, self.n_classes_, self.input_type, type(self).__name__
+        )
         n_samples = outputs.shape[0]
         exits = np.empty(n_samples, dtype=np.int64)
         chosen = np.empty((n_samples, self.n_classes_), dtype=outputs.dtype)
         scores = np.empty((n_samples, self.n_exits_), dtype=np.float64)
-        for start in range(0, n_samples, _CHUNK_SIZE):
-            rows = slice(start, start + _CHUNK_SIZE)
+        for rows in self._chunk_rows(n_samples):
             proba = self._to_proba(outputs[rows])
             scores[rows] = self._exit_scores(proba)
             exits[rows] = assign_exits(scores[rows], self.thresholds_)
-            chosen[rows] = proba[np.arange(proba.shape[0]), exits[rows]]
+            # Gathered class by class, as (classes, samples).
+            chosen[rows] = proba.transpose(2, 0, 1)[:, np.arange(proba.shape[0]), exits[rows]].T
         return exits, chosen, scores
 
     def predict_exit(self, X) -> np.ndarray:
@@ -124,7 +179,9 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[self._decide(X)[1].argmax(axis=1)]
+        # Decide first: it raises NotFittedError before classes_ is looked up.
+        chosen = self._decide(X)[1]
+        return self.classes_[chosen.argmax(axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of the exit each sample leaves at, columns in ``classes_`` order.
@@ -146,7 +203,8 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
 
     def expected_cost(self, X) -> float:
         """Mean cost of the exits chosen for ``X``, in the unit of ``costs_``."""
-        return float(self.costs_[self.predict_exit(X)].mean())
+        exits = self.predict_exit(X)  # raises NotFittedError before costs_ is looked up
+        return float(self.costs_[exits].mean())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

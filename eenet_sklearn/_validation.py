@@ -6,6 +6,7 @@ from numbers import Real
 
 import numpy as np
 from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 INPUT_TYPES = ("logits", "proba")
@@ -19,7 +20,8 @@ def check_costs(costs: object, n_exits: int | None = None) -> np.ndarray:
             "EarlyExitPolicy(costs=[1.0, 2.0, 4.0]) or fit(X, y, costs=...)."
         )
     try:
-        values = np.asarray(costs, dtype=np.float64)
+        # A copy: costs_ must not change when the caller later edits their array.
+        values = np.array(costs, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"costs must be an array of numbers, got {costs!r}.") from exc
     if values.ndim != 1 or len(values) < 2:
@@ -69,34 +71,46 @@ def check_exit_outputs(
     n_exits: int,
     n_classes: int | None = None,
     input_type: str = "logits",
+    estimator_name: str = "the policy",
 ) -> np.ndarray:
     """Return per-exit outputs as a ``(n_samples, n_exits, n_classes)`` float array.
 
     ``X`` may be 3-D or flattened to ``(n_samples, n_exits * n_classes)``. Values
     must be finite; with ``input_type="proba"`` each row must be a distribution.
-    The input is never modified.
+    ``n_classes`` is given once fitted, and ``estimator_name`` then names the
+    policy in errors. The input is never modified.
     """
     array = check_array(
         X,
         dtype=(np.float32, np.float64),
         allow_nd=True,
+        ensure_2d=False,  # 1-D gets the error below, which says what X should be
         ensure_all_finite=False,
         input_name="X",
     )
     if array.ndim == 2:
+        # Worded as sklearn's n_features_in_ check, which users and tools recognise.
+        if n_classes is not None and array.shape[1] != n_exits * n_classes:
+            raise ValueError(
+                f"X has {array.shape[1]} features, but {estimator_name} is expecting "
+                f"{n_exits * n_classes} features as input ({n_exits} exits x {n_classes} classes)."
+            )
         if array.shape[1] % n_exits:
             raise ValueError(
-                f"X has {array.shape[1]} features, which is not a multiple of the "
-                f"{n_exits} exits; expected (n_samples, n_exits * n_classes) or "
-                "(n_samples, n_exits, n_classes)."
+                f"X has {array.shape[1]} feature(s), which is not a multiple of the "
+                f"{n_exits} exits (one per entry of costs); expected (n_samples, "
+                "n_exits * n_classes) or (n_samples, n_exits, n_classes)."
             )
         array = array.reshape(array.shape[0], n_exits, -1)
     elif array.ndim != 3:
         raise ValueError(
-            f"X must be 3-D (n_samples, n_exits, n_classes) or 2-D flattened, got {array.ndim}-D."
+            f"X must be 3-D (n_samples, n_exits, n_classes) or 2-D flattened, got {array.ndim}-D"
+            + (" (for a single sample, pass X[None])." if array.ndim < 2 else ".")
         )
     if array.shape[1] != n_exits:
-        raise ValueError(f"X has {array.shape[1]} exits, expected {n_exits}.")
+        raise ValueError(
+            f"X has {array.shape[1]} exits, expected {n_exits} (one per entry of costs)."
+        )
     if array.shape[2] < 2:
         raise ValueError(f"X has {array.shape[2]} class column(s) per exit, expected at least 2.")
     if n_classes is not None and array.shape[2] != n_classes:
@@ -114,6 +128,17 @@ def check_exit_outputs(
     return array
 
 
+def check_target(y: object, estimator_name: str) -> np.ndarray:
+    """Validate class labels before anything else: present, 1-D and categorical."""
+    if y is None:
+        raise ValueError(
+            f"{estimator_name} requires y to be passed, but the target y is None."
+        )
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)  # "Unknown label type: continuous" for real-valued y
+    return y
+
+
 def encode_labels(
     y: object, n_samples: int, n_classes: int, classes: object = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -123,13 +148,13 @@ def encode_labels(
     Without ``classes``, the sorted distinct labels name the columns and must be as
     many as the columns.
     """
-    y = column_or_1d(y, warn=True)
+    y = column_or_1d(y)
     if len(y) != n_samples:
         raise ValueError(f"y has {len(y)} labels but X has {n_samples} samples.")
     present = np.unique(y)
     if len(present) < 2:
         raise ValueError(
-            f"y holds a single class ({present[0]!r}); a policy needs at least 2 classes."
+            f"y holds 1 class ({present[0].item()!r}); a policy needs at least 2 classes."
         )
     if classes is None:
         if len(present) != n_classes:
@@ -139,7 +164,7 @@ def encode_labels(
             )
         labels = present
     else:
-        labels = np.asarray(classes)
+        labels = np.array(classes)  # a copy, so that classes_ never aliases the caller's array
         if labels.ndim != 1 or len(labels) != n_classes or len(np.unique(labels)) != n_classes:
             raise ValueError(
                 f"classes must list {n_classes} distinct labels, one per logit column, got {classes!r}."

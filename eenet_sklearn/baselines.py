@@ -1,15 +1,55 @@
-"""Classic budgeted exit rules under the same API as :class:`EarlyExitPolicy`."""
+"""Classic budgeted exit rules under the same API as :class:`EarlyExitPolicy`.
+
+Every rule here is an exit score per exit plus one threshold per exit, as in
+:class:`~eenet_sklearn._base.BaseExitPolicy`: prediction, scoring and costs come
+from the base class. The rules differ in the score and in how the thresholds are set:
+
+- :class:`MaxProbPolicy`, :class:`EntropyPolicy`, :class:`LearnedScorePolicy`:
+  MSDNet's geometric quotas, each exit's threshold admitting its quota;
+- :class:`PatiencePolicy`: the length of the current run of agreeing predictions,
+  compared with the patience;
+- :class:`FixedExitPolicy`: a constant score, with thresholds that stop everyone at one exit.
+"""
 
 from __future__ import annotations
 
+import warnings
+from numbers import Integral
+
 import numpy as np
+from sklearn.base import clone
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils import check_scalar
 
 from ._base import BaseExitPolicy
-from .features import entropy_confidence, max_prob
-from .thresholds import geometric_fractions
+from ._validation import check_budget
+from .features import check_confidence, entropy_confidence, exit_features, max_prob
+from .thresholds import assign_exits, geometric_fractions
+
+#: Relative slack when comparing a mean cost with the budget: float noise in the mean
+#: of equal costs must not make a setting that spends exactly the budget infeasible.
+_BUDGET_RTOL = 1e-9
 
 
-class _ConfidenceThresholdPolicy(BaseExitPolicy):
+def _within_budget(cost: float, budget: float) -> bool:
+    return cost <= budget * (1.0 + _BUDGET_RTOL)
+
+
+class _GeometricQuotaPolicy(BaseExitPolicy):
+    """An exit score with MSDNet's geometric quotas and quota thresholds."""
+
+    def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._fit_scorer(proba, correct)
+        # Scored as prediction scores them, so thresholds fall on prediction-time scores.
+        scores = self._chunked_exit_scores(proba)
+        return scores, geometric_fractions(self.costs_, self.budget_)
+
+    def _fit_scorer(self, proba: np.ndarray, correct: np.ndarray) -> None:
+        """Learn what the score needs (nothing for a fixed confidence measure)."""
+
+
+class _ConfidenceThresholdPolicy(_GeometricQuotaPolicy):
     """A fixed confidence measure as the exit score, with MSDNet's geometric quotas."""
 
     def __init__(self, costs=None, budget=None, *, input_type="logits", classes=None):
@@ -17,9 +57,6 @@ class _ConfidenceThresholdPolicy(BaseExitPolicy):
         self.budget = budget
         self.input_type = input_type
         self.classes = classes
-
-    def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._exit_scores(proba), geometric_fractions(self.costs_, self.budget_)
 
 
 class MaxProbPolicy(_ConfidenceThresholdPolicy):
@@ -58,3 +95,355 @@ class EntropyPolicy(_ConfidenceThresholdPolicy):
 
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
         return entropy_confidence(proba).astype(np.float64)
+
+
+def _positive_proba(estimator: object, inputs: np.ndarray) -> np.ndarray:
+    """Probability of class 1 ("exit is right"); 0 when the estimator never saw a 1."""
+    classes = list(estimator.classes_)
+    if 1 not in classes:
+        return np.zeros(inputs.shape[0])
+    return estimator.predict_proba(inputs)[:, classes.index(1)]
+
+
+class LearnedScorePolicy(_GeometricQuotaPolicy):
+    """A scikit-learn classifier per exit predicting "this exit is right", with MSDNet's quotas.
+
+    The classifier for exit ``k`` reads the causal features EENet's scorers read
+    (the chosen confidence measures and the class probabilities of exit ``k``) and
+    the scores of exits ``0..k-1``, and is fitted to whether exit ``k``'s argmax is
+    the true label. Its probability of "right" is the exit score; the quotas and
+    thresholds are those of :class:`MaxProbPolicy`. Unlike EENet, the scorers are
+    trained independently of the budget: this is the plain correctness classifier
+    EENet's joint, budget-aware training should beat.
+
+    Parameters
+    ----------
+    costs : array-like of shape (n_exits,), default=None
+        Cumulative cost of each exit, strictly increasing.
+    budget : float, default=None
+        Average cost per sample allowed.
+    estimator : classifier with ``predict_proba``, default=None
+        Cloned once per exit; ``None`` means ``LogisticRegression(max_iter=1000)``.
+        An exit that is right on every fitting sample (or on none) gets a constant
+        score of 1 (or 0) instead, since no classifier can be fitted on one class.
+    confidence : tuple of str, default=("max_prob", "entropy", "voting")
+        Confidence measures the classifiers read; any of ``"max_prob"``,
+        ``"entropy"``, ``"voting"``, ``"margin"``.
+    class_scores : bool, default=True
+        Whether the classifiers also read the whole probability vector of their exit.
+    input_type : {"logits", "proba"}, default="logits"
+    classes : array-like of shape (n_classes,), default=None
+        Label of each logit column (default: the sorted labels of ``y``).
+
+    Attributes
+    ----------
+    estimators_ : list of fitted classifiers, one per exit
+        A ``DummyClassifier`` for an exit whose correctness is constant on the fitting data.
+    thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`.
+
+    Examples
+    --------
+    >>> from eenet_sklearn import LearnedScorePolicy
+    >>> from eenet_sklearn.datasets import load_exit_logits
+    >>> data = load_exit_logits("mnist_mlp3")
+    >>> policy = LearnedScorePolicy(costs=data.costs, budget=0.03)
+    >>> policy = policy.fit(data.val_logits, data.val_labels)
+    >>> len(policy.estimators_)
+    3
+    """
+
+    def __init__(
+        self,
+        costs=None,
+        budget=None,
+        *,
+        estimator=None,
+        confidence=("max_prob", "entropy", "voting"),
+        class_scores=True,
+        input_type="logits",
+        classes=None,
+    ):
+        self.costs = costs
+        self.budget = budget
+        self.estimator = estimator
+        self.confidence = confidence
+        self.class_scores = class_scores
+        self.input_type = input_type
+        self.classes = classes
+
+    def _check_hyperparameters(self) -> tuple[str, ...]:
+        confidence = check_confidence(self.confidence, self.class_scores)
+        if self.estimator is not None and not (
+            hasattr(self.estimator, "fit") and hasattr(self.estimator, "predict_proba")
+        ):
+            raise TypeError(
+                "estimator must be a classifier with fit and predict_proba, got "
+                f"{self.estimator!r}."
+            )
+        return confidence
+
+    def _fit_scorer(self, proba: np.ndarray, correct: np.ndarray) -> None:
+        self._confidence = self._check_hyperparameters()
+        base = LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
+        features = exit_features(proba, self._confidence, self.class_scores)
+        scores = np.empty(correct.shape, dtype=np.float64)
+        self.estimators_ = []
+        for k in range(self.n_exits_):
+            inputs = np.hstack([features[:, k], scores[:, :k]])
+            target = correct[:, k].astype(np.int64)
+            # One class only: no classifier can be fitted; the prior is the constant answer.
+            single = target.min() == target.max()
+            estimator = DummyClassifier(strategy="prior") if single else clone(base)
+            estimator.fit(inputs, target)
+            self.estimators_.append(estimator)
+            scores[:, k] = _positive_proba(estimator, inputs)
+
+    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
+        features = exit_features(proba, self._confidence, self.class_scores)
+        scores = np.empty(proba.shape[:2], dtype=np.float64)
+        for k, estimator in enumerate(self.estimators_):
+            scores[:, k] = _positive_proba(estimator, np.hstack([features[:, k], scores[:, :k]]))
+        return scores
+
+
+def _agreement_runs(proba: np.ndarray) -> np.ndarray:
+    """Entry ``[n, k]``: how many exits up to ``k`` in a row predict exit ``k``'s argmax.
+
+    Counted backwards from ``k``: 1 when exit ``k`` disagrees with exit ``k - 1``,
+    ``k + 1`` when exits ``0..k`` all agree. Causal: reads exits ``0..k`` only.
+    """
+    predictions = proba.argmax(axis=-1)
+    runs = np.ones(predictions.shape, dtype=np.float64)
+    for k in range(1, predictions.shape[1]):
+        same = predictions[:, k] == predictions[:, k - 1]
+        runs[same, k] = runs[same, k - 1] + 1
+    return runs
+
+
+def _warn_over_budget(policy: str, setting: str, cost: float, budget: float) -> None:
+    warnings.warn(
+        f"{policy} with {setting} spends {cost:.6g} per sample on the fitting data, above "
+        f"budget={budget:.6g}.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+class PatiencePolicy(BaseExitPolicy):
+    """PABEE's rule: leave once the prediction has stayed the same for ``patience`` exits.
+
+    A sample leaves at the first exit ``k >= min_exit`` where exits
+    ``k - patience + 1, ..., k`` all predict the same class (so ``patience=1``
+    sends everyone out at ``min_exit``); the last exit takes the rest. PABEE's
+    patience ``t`` counts *unchanged* predictions, and is ``patience - 1`` here.
+
+    Settings left as ``None`` are chosen on the fitting data: among every
+    ``patience`` in ``1..n_exits`` and ``min_exit`` in ``0..n_exits - 1``, the most
+    accurate whose mean cost on the fitting data is within the budget (ties go to
+    the cheaper, then to the smaller ``min_exit``, then to the smaller patience).
+    With both free some setting always fits, since ``patience=1, min_exit=0``
+    costs ``costs[0] <= budget``. When a fixed setting leaves no candidate within
+    budget, the cheapest candidate is used (ties to the more accurate) and a
+    ``UserWarning`` says so; a setting fixed entirely is used as given, with the
+    same warning if it overspends a given budget.
+
+    Parameters
+    ----------
+    costs : array-like of shape (n_exits,), default=None
+        Cumulative cost of each exit, strictly increasing.
+    budget : float, default=None
+        Average cost per sample allowed. Required when ``patience`` is ``None``;
+        when ``patience`` is given and ``min_exit`` is ``None``, a budget makes
+        ``min_exit`` chosen, and without one ``min_exit`` is 0.
+    patience : int >= 1, default=None
+        Number of consecutive exits that must agree; ``None``: chosen under the budget.
+    min_exit : int in [0, n_exits - 1], default=None
+        First exit a sample may leave at; ``None``: chosen under the budget (or 0).
+    input_type : {"logits", "proba"}, default="logits"
+    classes : array-like of shape (n_classes,), default=None
+        Label of each logit column (default: the sorted labels of ``y``).
+
+    Attributes
+    ----------
+    patience_ : int
+        The patience used.
+    min_exit_ : int
+        The minimum exit used.
+    thresholds_ : ndarray of shape (n_exits,)
+        ``+inf`` before ``min_exit_``, then ``patience_``, and ``-inf`` at the last exit:
+        :meth:`exit_scores` gives the length of the current run of agreeing predictions.
+    exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`; ``budget_`` is ``None`` when none was given.
+
+    Examples
+    --------
+    >>> from eenet_sklearn import PatiencePolicy
+    >>> from eenet_sklearn.datasets import load_exit_logits
+    >>> data = load_exit_logits("mnist_mlp3")
+    >>> policy = PatiencePolicy(costs=data.costs, budget=0.03)
+    >>> policy = policy.fit(data.val_logits, data.val_labels)
+    >>> policy.expected_cost(data.val_logits) <= 0.03
+    True
+    """
+
+    def __init__(
+        self,
+        costs=None,
+        budget=None,
+        *,
+        patience=None,
+        min_exit=None,
+        input_type="logits",
+        classes=None,
+    ):
+        self.costs = costs
+        self.budget = budget
+        self.patience = patience
+        self.min_exit = min_exit
+        self.input_type = input_type
+        self.classes = classes
+
+    def _check_hyperparameters(self) -> None:
+        if self.patience is not None:
+            check_scalar(self.patience, "patience", Integral, min_val=1)
+        if self.min_exit is not None:
+            check_scalar(self.min_exit, "min_exit", Integral, min_val=0)
+
+    def _check_budget(self, budget: object, costs: np.ndarray) -> float | None:
+        if self.min_exit is not None:
+            check_scalar(self.min_exit, "min_exit", Integral, min_val=0, max_val=len(costs) - 1)
+        if budget is None:
+            if self.patience is None:
+                raise ValueError(
+                    "PatiencePolicy needs a budget to choose its patience: pass budget=... "
+                    "or patience=..."
+                )
+            return None
+        return check_budget(budget, costs)
+
+    def _fit_thresholds(
+        self, proba: np.ndarray, correct: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n_exits = self.n_exits_
+        free = self.budget_ is not None
+        patiences = [self.patience] if self.patience is not None else range(1, n_exits + 1)
+        if self.min_exit is not None:
+            min_exits = [self.min_exit]
+        else:
+            min_exits = range(n_exits) if free else [0]
+        runs = _agreement_runs(proba)
+        rows = np.arange(runs.shape[0])
+        candidates = []
+        for min_exit in min_exits:
+            for patience in patiences:
+                thresholds = _patience_thresholds(patience, min_exit, n_exits)
+                exits = assign_exits(runs, thresholds)
+                accuracy = float(correct[rows, exits].mean())
+                cost = float(self.costs_[exits].mean())
+                candidates.append((accuracy, cost, patience, min_exit, thresholds, exits))
+        feasible = [c for c in candidates if not free or _within_budget(c[1], self.budget_)]
+        if feasible:
+            # max() keeps the first of equals: the enumeration order breaks exact ties.
+            best = max(feasible, key=lambda c: (c[0], -c[1]))
+        else:
+            best = min(candidates, key=lambda c: (c[1], -c[0]))
+            setting = f"patience={best[2]}, min_exit={best[3]}"
+            if len(candidates) > 1:
+                setting += " (the cheapest setting allowed)"
+            _warn_over_budget("PatiencePolicy", setting, best[1], self.budget_)
+        _, _, self.patience_, self.min_exit_, thresholds, exits = best
+        return thresholds, exits
+
+    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
+        return _agreement_runs(proba)
+
+
+def _patience_thresholds(patience: int, min_exit: int, n_exits: int) -> np.ndarray:
+    """Run-length thresholds: nobody leaves before ``min_exit``, everybody by the last exit."""
+    thresholds = np.full(n_exits, float(patience))
+    thresholds[:min_exit] = np.inf
+    thresholds[-1] = -np.inf
+    return thresholds
+
+
+class FixedExitPolicy(BaseExitPolicy):
+    """Every sample leaves at one exit: the given one, or the deepest within budget.
+
+    The static baseline (a truncated network). The exit score is a constant 0; the
+    thresholds are ``+inf`` before the exit and ``-inf`` from it on.
+
+    Parameters
+    ----------
+    costs : array-like of shape (n_exits,), default=None
+        Cumulative cost of each exit, strictly increasing.
+    budget : float, default=None
+        Average cost per sample allowed; required when ``exit`` is ``None``.
+    exit : int in [0, n_exits - 1], default=None
+        The exit every sample leaves at; ``None``: the deepest exit whose cost is
+        within the budget. A given exit costing more than a given budget is used
+        anyway, with a ``UserWarning``.
+    input_type : {"logits", "proba"}, default="logits"
+    classes : array-like of shape (n_classes,), default=None
+        Label of each logit column (default: the sorted labels of ``y``).
+
+    Attributes
+    ----------
+    exit_ : int
+        The exit used.
+    thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`; ``budget_`` is ``None`` when none was given.
+
+    Examples
+    --------
+    >>> from eenet_sklearn import FixedExitPolicy
+    >>> policy = FixedExitPolicy(costs=[1.0, 2.0, 4.0], budget=3.0)
+    >>> X = [[[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0], [0.0, 3.0]]]
+    >>> policy.fit(X, [0, 1]).exit_
+    1
+    """
+
+    def __init__(
+        self, costs=None, budget=None, *, exit=None, input_type="logits", classes=None
+    ):
+        self.costs = costs
+        self.budget = budget
+        self.exit = exit
+        self.input_type = input_type
+        self.classes = classes
+
+    def _check_hyperparameters(self) -> None:
+        if self.exit is not None:
+            check_scalar(self.exit, "exit", Integral, min_val=0)
+
+    def _check_budget(self, budget: object, costs: np.ndarray) -> float | None:
+        if self.exit is not None:
+            check_scalar(self.exit, "exit", Integral, min_val=0, max_val=len(costs) - 1)
+            if budget is None:
+                return None
+        elif budget is None:
+            raise ValueError(
+                "FixedExitPolicy needs a budget to choose its exit: pass budget=... or exit=..."
+            )
+        return check_budget(budget, costs)
+
+    def _fit_thresholds(
+        self, proba: np.ndarray, correct: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.exit is not None:
+            self.exit_ = int(self.exit)
+            if self.budget_ is not None and not _within_budget(
+                self.costs_[self.exit_], self.budget_
+            ):
+                _warn_over_budget(
+                    "FixedExitPolicy", f"exit={self.exit_}", self.costs_[self.exit_], self.budget_
+                )
+        else:
+            # check_budget guarantees budget_ >= costs_[0], so some exit qualifies.
+            within = [_within_budget(cost, self.budget_) for cost in self.costs_]
+            self.exit_ = int(np.flatnonzero(within)[-1])
+        thresholds = np.where(np.arange(self.n_exits_) < self.exit_, np.inf, -np.inf)
+        return thresholds, np.full(proba.shape[0], self.exit_, dtype=np.int64)
+
+    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
+        return np.zeros(proba.shape[:2], dtype=np.float64)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from numbers import Integral, Real
 
 import numpy as np
+import threadpoolctl
 import torch
-from skorch import NeuralNet
 from sklearn.utils import check_random_state, check_scalar
+from skorch import NeuralNet
 
 from ._base import BaseExitPolicy
-from .features import CONFIDENCE_MEASURES, exit_features, n_features
-from .scorer import EENetLoss, ExitScorer
+from .features import _fast_exit_features, check_confidence, exit_features, n_features
+from .scorer import EENetLoss, ExitScorer, TensorBatches
 from .thresholds import gpu_available, quota_thresholds, tilt_to_budget
 
 _DEVICES = ("auto", "cpu", "cuda")
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 
 class EarlyExitPolicy(BaseExitPolicy):
@@ -149,14 +154,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         self.verbose = verbose
 
     def _check_hyperparameters(self) -> tuple[str, ...]:
-        confidence = (self.confidence,) if isinstance(self.confidence, str) else tuple(self.confidence)
-        unknown = [name for name in confidence if name not in CONFIDENCE_MEASURES]
-        if unknown or len(set(confidence)) != len(confidence):
-            raise ValueError(
-                f"confidence must hold distinct names from {CONFIDENCE_MEASURES}, got {self.confidence!r}."
-            )
-        if not confidence and not self.class_scores:
-            raise ValueError("confidence is empty and class_scores=False: the scorers would read nothing.")
+        confidence = check_confidence(self.confidence, self.class_scores)
         for name, kind, low in (
             ("hidden_size", Integral, 1),
             ("max_epochs", Integral, 1),
@@ -187,12 +185,15 @@ class EarlyExitPolicy(BaseExitPolicy):
         rng = check_random_state(self.random_state)
         best = None
         for _ in range(self.n_restarts):
-            net = self._train_scorer(features, target, seed=int(rng.randint(2**31 - 1)))
-            scores, fractions = self._scores_and_quotas(net, features)
+            self.scorer_ = self._train_scorer(features, target, seed=int(rng.randint(2**31 - 1)))
+            # Thresholds are set on the scores prediction computes, bit for bit, so that a
+            # fitting sample at a threshold is decided at prediction as it was in fitting.
+            scores = self._chunked_exit_scores(proba)
+            fractions = self._budget_quotas(features)
             _, exits = quota_thresholds(scores, fractions)
             accuracy = correct[np.arange(len(exits)), exits].mean()
             if best is None or accuracy > best[0]:
-                best = (accuracy, net, scores, fractions)
+                best = (accuracy, self.scorer_, scores, fractions)
         _, self.scorer_, scores, fractions = best
         return scores, fractions
 
@@ -217,14 +218,27 @@ class EarlyExitPolicy(BaseExitPolicy):
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=None,
+            iterator_train=TensorBatches,
             iterator_train__shuffle=True,
+            iterator_train__generator=torch.Generator().manual_seed(seed),
             device=device,
             verbose=self.verbose,
         )
-        # Seed locally so that fitting leaves the caller's global torch RNG untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net.fit(features, target)
+        # skorch initialises the weights from torch's global RNG: seed it in a forked
+        # state (the caller's RNG is left untouched) under a lock, so that fits running
+        # in threads of one process (joblib, Dask) cannot draw from each other's seeds.
+        # Only the CPU generator is seeded: the module is built on the CPU, and
+        # torch.manual_seed would also reset the caller's CUDA generators.
+        with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            net.initialize()
+        # The scorer is tiny: on the CPU, handing its ops out to several threads costs far
+        # more than it saves (benchmarks/results/speed.md), so it trains on one.
+        with _one_openmp_thread() if device == "cpu" else contextlib.nullcontext():
+            net.partial_fit(torch.from_numpy(features), torch.from_numpy(target))
+        # The spent shuffling generator is no part of the fitted policy (skorch's set_params
+        # refuses iterator changes on an initialised net, hence the plain assignment).
+        net.iterator_train__generator = None
         if device != "cpu":
             net.module_.to("cpu")
             net.criterion_.to("cpu")
@@ -233,17 +247,45 @@ class EarlyExitPolicy(BaseExitPolicy):
         net.module_.eval()
         return net
 
-    def _scores_and_quotas(self, net: NeuralNet, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            utility, log_r = net.module_(torch.from_numpy(features))
-        scores = torch.sigmoid(utility.double()).numpy()
+    def _budget_quotas(self, features: np.ndarray) -> np.ndarray:
+        """Mean exit distribution of the fitting samples, tilted to meet the budget exactly."""
+        with _one_openmp_thread(), torch.inference_mode():
+            _, log_r = self.scorer_.module_(torch.from_numpy(features))
         mean_r = log_r.double().exp().mean(dim=0).numpy()
         with np.errstate(divide="ignore"):
-            fractions = tilt_to_budget(np.log(mean_r), self.costs_, self.budget_)
-        return scores, fractions
+            return tilt_to_budget(np.log(mean_r), self.costs_, self.budget_)
 
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        features = exit_features(proba, self._confidence, self.class_scores)
-        with torch.inference_mode():
-            utility = self.scorer_.module_.utility_logits(torch.from_numpy(features))
-        return torch.sigmoid(utility.double()).numpy()
+        # ExitScorer.utility_logits, laid out for speed: the input of head k (exit k's
+        # features, then the sigmoid of the utility logits of exits < k) is one contiguous
+        # (inputs, samples) block, so that each layer of each head is a single GEMM.
+        n_samples, n_exits = proba.shape[:2]
+        width = n_features(proba.shape[-1], self._confidence, self.class_scores)
+        inputs = np.empty((n_exits, width + n_exits - 1, n_samples), dtype=np.float32)
+        _fast_exit_features(proba, self._confidence, self.class_scores, inputs[:, :width].transpose(2, 0, 1))
+        scores = torch.empty((n_samples, n_exits), dtype=torch.float64)
+        # One thread: these small ops take far longer to hand out than to run, and far
+        # longer still when another process holds a core.
+        with _one_openmp_thread(), torch.inference_mode():
+            inputs_t = torch.from_numpy(inputs)
+            utility = torch.empty((n_exits, n_samples), dtype=torch.float32)
+            for k, (weight, bias, slope, out_weight, out_bias) in enumerate(
+                self.scorer_.module_.head_layers()
+            ):
+                hidden = torch.addmm(bias[:, None], weight, inputs_t[k, : width + k])
+                torch.nn.functional.leaky_relu_(hidden, slope)
+                torch.addmm(out_bias[:, None], out_weight, hidden, out=utility[k : k + 1])
+                if k + 1 < n_exits:
+                    inputs_t[k + 1 :, width + k] = torch.sigmoid(utility[k])
+            scores.copy_(utility.T).sigmoid_()
+        return scores.numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> threadpoolctl.ThreadpoolController:
+    return threadpoolctl.ThreadpoolController()
+
+
+def _one_openmp_thread() -> contextlib.AbstractContextManager:
+    """Limit OpenMP (torch's intra-op pool) to one thread in this thread, for a ``with`` block."""
+    return _threadpools().limit(limits=1, user_api="openmp")

@@ -44,10 +44,12 @@ def quota_thresholds(
     Exits are walked in order. At exit ``k`` the samples not yet assigned are
     ranked by their score at ``k``; enough of the best leave to bring the number
     assigned so far to ``round(n_samples * sum(fractions[:k + 1]))``, and the
-    threshold is the lowest admitted score. Samples tied with that score leave
-    too (the rule at inference is ``score >= threshold``); the overshoot is taken
-    from the next exits' quotas, since targets are cumulative. An empty quota
-    gives ``+inf``; a quota that takes every sample left, and the last exit, ``-inf``.
+    threshold is the lowest admitted score. Samples tied at the quota boundary
+    cannot be split (the rule at inference is ``score >= threshold``): the whole
+    tied block leaves, or none of it, whichever lands nearer the target (leaving
+    on a draw). The difference is made up by the next exits, since targets are
+    cumulative. An empty quota gives ``+inf``; a quota that takes every sample
+    left, and the last exit, ``-inf``.
 
     Parameters
     ----------
@@ -82,8 +84,7 @@ def quota_thresholds(
             # The quota takes everybody left: every future sample leaves here too.
             thresholds[k] = -np.inf
         else:
-            ranked = xp.sort(candidates)
-            thresholds[k] = float(ranked[candidates.shape[0] - n_admit])
+            thresholds[k] = _nearest_quota_threshold(xp, candidates, n_admit)
         leaving = remaining & (scores_xp[:, k] >= thresholds[k])
         exits[leaving] = k
         remaining &= ~leaving
@@ -91,6 +92,19 @@ def quota_thresholds(
     if xp is not np:
         exits = xp.asnumpy(exits)
     return thresholds, exits
+
+
+def _nearest_quota_threshold(xp: ModuleType, candidates, n_admit: int) -> float:
+    """Threshold admitting about ``n_admit`` of ``candidates``, never splitting a tie."""
+    ranked = xp.sort(candidates)
+    n_left = candidates.shape[0]
+    boundary = ranked[n_left - n_admit]
+    n_above = int((candidates > boundary).sum())
+    n_at_or_above = int((candidates >= boundary).sum())
+    if n_at_or_above - n_admit <= n_admit - n_above:
+        return float(boundary)
+    # Leaving the tied block out lands nearer the target: admit only the scores above it.
+    return float(ranked[n_left - n_above]) if n_above else np.inf
 
 
 def assign_exits(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

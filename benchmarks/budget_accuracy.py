@@ -1,0 +1,138 @@
+"""EENet against the MSDNet rule at 8 budgets on every shipped set of real per-exit logits.
+
+Fits on the ``val`` split, reports on ``test``: accuracy and mean cost (relative to the
+budget) of ``EarlyExitPolicy`` over several seeds and of ``MaxProbPolicy`` (the
+MSDNet budgeted rule), with the checks of issue #2: test cost within
+[0.95, 1.02] x budget, EENet no more than 0.3 points below the rule at any budget,
+and above it on average.
+
+    python benchmarks/budget_accuracy.py            # writes benchmarks/results/budget_accuracy.{md,csv}
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eenet_sklearn import EarlyExitPolicy, MaxProbPolicy
+from eenet_sklearn.datasets import EXIT_LOGIT_SETS, load_exit_logits
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def budgets_between(costs: np.ndarray, n_budgets: int) -> np.ndarray:
+    """``n_budgets`` evenly spaced budgets strictly between the first and last exit cost."""
+    steps = np.arange(1, n_budgets + 1) / (n_budgets + 1)
+    return costs[0] + steps * (costs[-1] - costs[0])
+
+
+def run(n_budgets: int, seeds: list[int], quiet: bool, policy_params: dict) -> list[dict]:
+    rows = []
+    jobs = [(name, i) for name in EXIT_LOGIT_SETS for i in range(n_budgets)]
+    data = {name: load_exit_logits(name) for name in EXIT_LOGIT_SETS}
+    for name, i in tqdm(jobs, desc="budgets", disable=quiet):
+        d = data[name]
+        budget = float(budgets_between(d.costs, n_budgets)[i])
+        rule = MaxProbPolicy(costs=d.costs, budget=budget).fit(d.val_logits, d.val_labels)
+        eenet_acc, eenet_cost, fit_s = [], [], []
+        for seed in seeds:
+            start = time.perf_counter()
+            policy = EarlyExitPolicy(
+                costs=d.costs, budget=budget, random_state=seed, **policy_params
+            ).fit(d.val_logits, d.val_labels)
+            fit_s.append(time.perf_counter() - start)
+            eenet_acc.append(policy.score(d.test_logits, d.test_labels))
+            eenet_cost.append(policy.expected_cost(d.test_logits) / budget)
+        rows.append(
+            {
+                "data": name,
+                "budget": budget,
+                "budget_frac": (budget - d.costs[0]) / (d.costs[-1] - d.costs[0]),
+                "eenet_acc_median": float(np.median(eenet_acc)),
+                "eenet_acc_min": float(np.min(eenet_acc)),
+                "eenet_acc_max": float(np.max(eenet_acc)),
+                "eenet_cost_ratio_min": float(np.min(eenet_cost)),
+                "eenet_cost_ratio_max": float(np.max(eenet_cost)),
+                "msdnet_acc": rule.score(d.test_logits, d.test_labels),
+                "msdnet_cost_ratio": rule.expected_cost(d.test_logits) / budget,
+                "fit_s_median": float(np.median(fit_s)),
+            }
+        )
+    return rows
+
+
+def to_markdown(rows: list[dict], seeds: list[int], command: str) -> str:
+    lines = [
+        "# EENet vs the MSDNet rule at 8 budgets (fit on val, report on test)",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"numpy {np.__version__}; seeds {seeds}.",
+        "",
+        "Costs in ms (the sets' `costs_ms`). EENet accuracy: median [min, max] over the seeds; "
+        "cost: test mean cost / budget, [min, max] over the seeds. Diff: EENet median minus "
+        "the MSDNet rule, in accuracy points. Check: test cost within [0.95, 1.02] x budget "
+        "for every seed, and EENet's worst seed no more than 0.3 points below the rule.",
+        "",
+    ]
+    for name in dict.fromkeys(row["data"] for row in rows):
+        part = [row for row in rows if row["data"] == name]
+        lines += [
+            f"## {name}",
+            "",
+            "| budget (ms) | position | EENet acc | EENet cost/B | MSDNet acc | MSDNet cost/B "
+            "| diff (pts) | fit s | check |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        diffs = []
+        for row in part:
+            diff = 100 * (row["eenet_acc_median"] - row["msdnet_acc"])
+            worst = 100 * (row["eenet_acc_min"] - row["msdnet_acc"])
+            diffs.append(diff)
+            cost_ok = 0.95 <= row["eenet_cost_ratio_min"] and row["eenet_cost_ratio_max"] <= 1.02
+            ok = cost_ok and worst >= -0.3
+            lines.append(
+                f"| {row['budget']:.4f} | {row['budget_frac']:.2f} "
+                f"| {row['eenet_acc_median']:.4f} [{row['eenet_acc_min']:.4f}, {row['eenet_acc_max']:.4f}] "
+                f"| [{row['eenet_cost_ratio_min']:.3f}, {row['eenet_cost_ratio_max']:.3f}] "
+                f"| {row['msdnet_acc']:.4f} | {row['msdnet_cost_ratio']:.3f} "
+                f"| {diff:+.2f} | {row['fit_s_median']:.1f} | {'ok' if ok else 'FAIL'} |"
+            )
+        lines += ["", f"Mean diff over the budgets: {np.mean(diffs):+.3f} points.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=int, default=8, help="number of budgets per set")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-epochs", type=int, default=None, help="override max_epochs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "budget_accuracy")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the scorer is tiny: extra threads only add overhead
+    params = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    rows = run(args.budgets, args.seeds, args.quiet, params)
+    command = "python benchmarks/budget_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(rows, args.seeds, command.strip())
+    args.out.with_suffix(".md").write_text(markdown)
+    with args.out.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

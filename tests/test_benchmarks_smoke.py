@@ -1,0 +1,48 @@
+"""Smoke test of ``benchmarks/paper_comparison.py``: one part in quick mode, into a temporary dir."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_comparison.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("paper_comparison", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_comparison_quick_fine(tmp_path):
+    script = _load_script()
+    argv = ["--quick", "--quiet", "--n-jobs", "1", "--sets", "mnist_mlp3", "--out-dir", str(tmp_path), "fine"]
+    written = script.main(argv)
+
+    md, csv_path = tmp_path / "paper_quick_fine.md", tmp_path / "paper_quick_fine.csv"
+    assert md in written and csv_path in written
+    assert (tmp_path / "paper_quick_fine_mnist_mlp3.png").stat().st_size > 0
+
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    n_budgets = len(script.QUICK["fine_positions"])
+    # EENet, MSDNet, LearnedScore and the oracle at each budget of the one set.
+    assert len(rows) == n_budgets * 4
+    assert sorted({row["policy"] for row in rows}) == ["eenet", "learned", "maxprob", "oracle"]
+    assert {row["data"] for row in rows} == {"mnist_mlp3"}
+    for row in rows:
+        assert 0.0 <= float(row["accuracy"]) <= 1.0
+        assert float(row["cost_ratio"]) > 0.0
+        # The oracle bounds every policy that keeps the budget (one that overspends on
+        # test data may pass the at-budget oracle).
+        if row["policy"] != "oracle" and float(row["cost_ratio"]) <= 1.0:
+            oracle = next(r for r in rows if r["policy"] == "oracle" and r["position"] == row["position"])
+            assert float(row["accuracy"]) <= float(oracle["accuracy"])
+
+    text = md.read_text()
+    assert "Command: `python benchmarks/paper_comparison.py --quick" in text
+    assert "## Findings" in text
+    table = [line for line in text.splitlines() if line.startswith("| 0.")]
+    assert len(table) == n_budgets
