@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/budget_accuracy.py
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/paper_comparison.py all
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
