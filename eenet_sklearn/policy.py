@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state, check_scalar
 from skorch import NeuralNet
 
 from ._base import BaseExitPolicy
-from .features import _fast_exit_features, check_confidence, exit_features, n_features
+from .features import check_confidence, exit_features, n_features
 from .scorer import EENetLoss, ExitScorer, TensorBatches
 from .thresholds import gpu_available, quota_thresholds, tilt_to_budget
 
@@ -262,7 +262,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         n_samples, n_exits = proba.shape[:2]
         width = n_features(proba.shape[-1], self._confidence, self.class_scores)
         inputs = np.empty((n_exits, width + n_exits - 1, n_samples), dtype=np.float32)
-        _fast_exit_features(proba, self._confidence, self.class_scores, inputs[:, :width].transpose(2, 0, 1))
+        exit_features(proba, self._confidence, self.class_scores, out=inputs[:, :width].transpose(2, 0, 1))
         scores = torch.empty((n_samples, n_exits), dtype=torch.float64)
         # One thread: these small ops take far longer to hand out than to run, and far
         # longer still when another process holds a core.
