@@ -614,21 +614,26 @@ def write_part(
     """Write a part's markdown file and plots (and its CSV, unless ``kept``-style re-rendering)."""
     prefix = out_dir / f"{config['prefix']}_{part}"
     written = []
-    if part == "curves":
-        title = "EENet, five baselines and the oracle at 10 budgets"
-        tables, findings = comparison_tables(rows, CURVE_POLICIES, config["curve_positions"], sets)
+    if part in ("curves", "fine"):
+        title, policies, positions, caption = {
+            "curves": (
+                "EENet, five baselines and the oracle at 10 budgets",
+                CURVE_POLICIES,
+                config["curve_positions"],
+                "EENet vs baselines",
+            ),
+            "fine": (
+                "Fine budget sweep at the tightest budgets (positions 0.02 to 0.2)",
+                FINE_POLICIES,
+                config["fine_positions"],
+                "tightest budgets",
+            ),
+        }[part]
+        tables, findings = comparison_tables(rows, policies, positions, sets)
         notes = COMMON_NOTES
         for name in sets:
-            png = out_dir / f"{config['prefix']}_curves_{name}.png"
-            plot_curves(png, rows, name, CURVE_POLICIES, "EENet vs baselines")
-            written.append(png)
-    elif part == "fine":
-        title = "Fine budget sweep at the tightest budgets (positions 0.02 to 0.2)"
-        tables, findings = comparison_tables(rows, FINE_POLICIES, config["fine_positions"], sets)
-        notes = COMMON_NOTES
-        for name in sets:
-            png = out_dir / f"{config['prefix']}_fine_{name}.png"
-            plot_curves(png, rows, name, FINE_POLICIES, "tightest budgets")
+            png = out_dir / f"{config['prefix']}_{part}_{name}.png"
+            plot_curves(png, rows, name, policies, caption)
             written.append(png)
     elif part == "ablation":
         title = "Ablation: EENet with one confidence measure against the full combination"
