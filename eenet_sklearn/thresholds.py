@@ -131,8 +131,10 @@ def tilt_to_budget(
     then the expected cost ``sum_k p_k c_k`` increases with ``t`` (its derivative is
     the covariance of direction and cost under ``p``), so the ``t`` that meets the
     budget is unique and found by root finding. Exits with weight ``-inf`` keep
-    fraction zero. A budget at or below ``costs[0]`` puts every sample at the first
-    exit; at or above ``costs[-1]``, every sample at the last.
+    fraction zero, unless the other exits cannot meet the budget at all: then every
+    sample goes to the first exit (budget too small for them) or the last (too large).
+    A budget at or below ``costs[0]`` puts every sample at the first exit; at or above
+    ``costs[-1]``, every sample at the last.
     """
     costs = np.asarray(costs, dtype=np.float64)
     n_exits = len(costs)

@@ -279,3 +279,15 @@ def test_larger_budget_never_lowers_expected_cost(function):
         costs.append(_expected_cost(fractions))
     assert np.all(np.diff(costs) >= -1e-12)
     np.testing.assert_allclose(costs, budgets, atol=1e-9)
+
+
+def test_tilt_falls_back_to_an_end_exit_when_the_weighted_exits_cannot_meet_the_budget():
+    costs = np.array([1.0, 2.0, 3.0])
+    # Only exits 1 and 2 carry weight, and both cost more than 1.5: everything goes to exit 0.
+    np.testing.assert_array_equal(tilt_to_budget(np.array([-INF, 0.0, 0.0]), costs, 1.5), [1, 0, 0])
+    # Only exits 0 and 1 carry weight, and both cost less than 2.5: everything goes to the last.
+    np.testing.assert_array_equal(tilt_to_budget(np.array([0.0, 0.0, -INF]), costs, 2.5), [0, 0, 1])
+    # Reachable budgets keep a zero-weight exit at zero.
+    fractions = tilt_to_budget(np.array([-INF, 0.0, 0.0]), costs, 2.5)
+    assert fractions[0] == 0.0
+    assert fractions @ costs == pytest.approx(2.5, abs=1e-9)
