@@ -16,7 +16,7 @@ from ._validation import (
     check_target,
     encode_labels,
 )
-from .features import softmax
+from .features import exit_proba
 from .thresholds import assign_exits, exit_fractions, quota_thresholds
 
 #: At most this many samples are processed at once in prediction, to bound memory.
@@ -119,15 +119,9 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         return False
 
     def _to_proba(self, outputs: np.ndarray) -> np.ndarray:
-        """Probabilities laid out class-major (classes outermost in memory).
-
-        Reductions over the classes (softmax, confidence measures) then run as fast
-        elementwise passes over (samples, exits) rows instead of one short reduction
-        per (sample, exit); fitting and prediction share the layout, so the scores
-        they compute for the same sample are identical.
-        """
-        by_class = np.ascontiguousarray(outputs.transpose(2, 0, 1)).transpose(1, 2, 0)
-        return by_class if self.input_type == "proba" else softmax(by_class)
+        # Fitting and prediction share the layout, so the scores they compute for the
+        # same sample are identical.
+        return exit_proba(outputs, self.input_type)
 
     def _chunk_rows(self, n_samples: int) -> list[slice]:
         """Row blocks for prediction: bounded memory, temporaries that stay in cache."""

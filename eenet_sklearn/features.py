@@ -40,6 +40,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(shifted, out=shifted)
 
 
+def exit_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
+    """Per-exit class probabilities of validated outputs, laid out class-major.
+
+    Classes outermost in memory: reductions over the classes (softmax, confidence
+    measures) then run as fast elementwise passes over (samples, exits) rows instead
+    of one short reduction per (sample, exit). Every policy and the oracle go through
+    here, so they all see the same probabilities (and the same argmax) for a sample.
+    """
+    by_class = np.ascontiguousarray(outputs.transpose(2, 0, 1)).transpose(1, 2, 0)
+    return by_class if input_type == "proba" else softmax(by_class)
+
+
 def _argmax(proba: np.ndarray) -> np.ndarray:
     """``proba.argmax(axis=-1)`` (the first maximum), fast on class-major views too."""
     n_classes = proba.shape[-1]

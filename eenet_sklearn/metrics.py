@@ -17,7 +17,7 @@ from ._validation import (
     check_target,
     encode_labels,
 )
-from .features import softmax
+from .features import exit_proba
 from .thresholds import exit_fractions
 
 __all__ = [
@@ -90,9 +90,9 @@ def oracle_accuracy(
     budget = check_budget(budget, costs)
     outputs = check_exit_outputs(X, len(costs), input_type=input_type)
     _, columns = encode_labels(y, outputs.shape[0], outputs.shape[2], classes)
-    # Predictions as the policies make them: the argmax of the probabilities (softmax can
-    # round distinct logits to one value, and ties go to the first class).
-    proba = outputs if input_type == "proba" else softmax(outputs)
+    # Predictions as the policies make them: the argmax of the same probabilities (softmax
+    # can round distinct logits to one value, and ties go to the first class).
+    proba = exit_proba(outputs, input_type)
     correct = proba.argmax(axis=-1) == columns[:, None]
     n_samples = correct.shape[0]
 
