@@ -236,8 +236,8 @@ def markdown(command: str, info: dict, predict: list[dict], fit: list[dict], qui
         f"cost to the last's. The timed `EarlyExitPolicy` was fitted on {info['predictor_samples']} "
         f"samples with `max_epochs={info['predictor_epochs']}` (prediction does the same work "
         "whatever the training); `predict_exit` includes input validation. `EarlyExitPolicy` "
-        "scores on one thread (it limits torch's OpenMP pool while predicting); numpy work is "
-        "single-threaded.",
+        "evaluates its scorer in NumPy (its matrix products go to OpenBLAS); the rest of the "
+        "NumPy work is single-threaded.",
     ]
     if quick:
         lines += ["", "**Quick mode: tiny sizes, fit with `max_epochs=2`; not the issue's benchmark.**"]

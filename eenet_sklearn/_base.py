@@ -112,7 +112,11 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
 
     @abstractmethod
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        """Exit scores ``(n_samples, n_exits)``; column ``k`` reads exits ``<= k`` only."""
+        """Exit scores ``(n_samples, n_exits)``; column ``k`` reads exits ``<= k`` only.
+
+        ``proba`` may hold only the first exits (early-exit inference decides exit ``k``
+        from exits ``0..k``); the scores of those exits are returned.
+        """
 
     def _use_gpu(self) -> bool:
         """Whether threshold sorting runs on the GPU; baselines stay on NumPy."""
@@ -152,6 +156,20 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             # Gathered class by class, as (classes, samples).
             chosen[rows] = proba.transpose(2, 0, 1)[:, np.arange(proba.shape[0]), exits[rows]].T
         return exits, chosen, scores
+
+    def _decide_at_last(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decision at exit ``k`` for samples that reached it, from the outputs of exits ``0..k``.
+
+        ``outputs`` is ``(n_samples, k + 1, n_classes)``, as early-exit inference has it
+        when the network has run up to exit ``k``. Returns whether each sample leaves
+        at ``k`` and its class probabilities there, exactly as :meth:`_decide` decides
+        on the full outputs, since exit scores are causal.
+        """
+        proba = self._to_proba(outputs)
+        k = proba.shape[1] - 1
+        if k == self.n_exits_ - 1:
+            return np.ones(proba.shape[0], dtype=bool), proba[:, k]
+        return self._exit_scores(proba)[:, k] >= self.thresholds_[k], proba[:, k]
 
     def predict_exit(self, X) -> np.ndarray:
         """Index (0-based) of the exit each sample leaves at.

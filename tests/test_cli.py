@@ -1,27 +1,421 @@
-"""The command line: the demo the README's first command runs, on reduced settings."""
+"""The command line: the demo on reduced settings; fit, predict and evaluate on small real data."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
 
+import joblib
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+
+from eenet_sklearn import (
+    EarlyExitPolicy,
+    EntropyPolicy,
+    FixedExitPolicy,
+    LearnedScorePolicy,
+    MaxProbPolicy,
+    PatiencePolicy,
+)
 from eenet_sklearn.cli import main
 
+DATA_DIR = resources.files("eenet_sklearn.data")
 
-def test_demo_prints_a_table_per_budget(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["demo", "--data", "mnist_mlp3", "--budgets", "0.2", "0.8", "--max-epochs", "2", "--quiet"]
+
+#: The demo on reduced settings: every step of the main job, in seconds.
+SMALL_DEMO = ["--train-size", "400", "--val-size", "300", "--test-size", "120", "--epochs", "1",
+              "--policy-epochs", "3", "--budgets", "0.3", "0.7", "--quiet"]
+
+
+def _report_rows(out: str, prefix: str = "| ") -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith(prefix) and not line.startswith(("| budget", "|---"))
+    ]
+
+
+def test_demo_trains_fits_saves_and_exits_early(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", *SMALL_DEMO, "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = _report_rows(out)
+    policies = [row[1] for row in rows if len(row) == 4 and not row[1][0].isdigit()]
+    # Five policies and the oracle at each of the two budgets.
+    assert sorted(set(policies)) == sorted(
+        ["EENet", "MSDNet (max-prob)", "BranchyNet (entropy)", "PABEE (patience)", "fixed exit", "oracle"]
+    )
+    assert len(policies) == 12
+    for row in rows:
+        if len(row) == 4 and row[1] in policies:
+            assert 0.0 <= float(row[2]) <= 1.0
+    assert "Early-exit inference with EENet" in out
+    assert (tmp_path / "budget_accuracy.png").stat().st_size > 0
+    assert (tmp_path / "results.md").read_text().strip() == out.strip()
+    policy = joblib.load(tmp_path / "eenet_policy.joblib")
+    assert isinstance(policy, EarlyExitPolicy) and policy.n_exits_ == 4
+
+
+def test_demo_on_movie_reviews_with_minilm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    argv = ["demo", "--data", "movie-reviews", "--train-size", "48", "--val-size", "48", "--test-size", "24",
+            "--epochs", "1", "--policy-epochs", "2", "--budgets", "0.5", "--quiet"]
+    argv += ["--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    assert "3-exit network trained on 48 samples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budgets", "1.5"], "budgets must be positions in [0, 1]"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--train-size", "60000"], "train_size + val_size must be at most 60000"),
+    ],
+)
+def test_demo_errors_end_in_one_line(argv, message, tmp_path: Path, capsys) -> None:
+    assert main(["demo", *argv, "--quiet", "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("eenet-sklearn: error: ")
+
+
+# --- fit, predict, evaluate --------------------------------------------------------------
+
+#: Rows kept from each split of the shipped files: the CLI is what is tested, not the policies.
+N_ROWS = 1000
+
+FAST = ["--max-epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def shipped_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped MNIST file's format (val_*/test_* splits, costs_ms, costs_flops), subsampled."""
+    path = tmp_path_factory.mktemp("data") / "mnist_small.npz"
+    with np.load(Path(DATA_DIR, "mnist_mlp3.npz")) as archive:
+        arrays = {key: archive[key][:N_ROWS] for key in archive.files if key.endswith(("logits", "labels"))}
+        arrays.update(costs_ms=archive["costs_ms"], costs_flops=archive["costs_flops"], meta=archive["meta"])
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain_file(tmp_path_factory: pytest.TempPathFactory, shipped_file: Path) -> Path:
+    """The plain key set: logits, labels, costs."""
+    path = tmp_path_factory.mktemp("data") / "plain.npz"
+    with np.load(shipped_file) as archive:
+        np.savez(path, logits=archive["val_logits"], labels=archive["val_labels"], costs=archive["costs_ms"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def costs(shipped_file: Path) -> np.ndarray:
+    with np.load(shipped_file) as archive:
+        return archive["costs_ms"]
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory, shipped_file: Path, costs: np.ndarray) -> Path:
+    """An EENet policy saved by ``fit`` from the shipped file's val split."""
+    path = tmp_path_factory.mktemp("policy") / "policy.joblib"
+    assert main(["fit", str(shipped_file), "--budget", str(costs[1]), "-o", str(path), "-q", *FAST]) == 0
+    return path
+
+
+def run_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a command that must fail; return its one error line."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("eenet-sklearn: error: ")
+    return lines[0]
+
+
+def test_fit_reads_the_val_split_and_saves_the_policy(
+    policy_file: Path, shipped_file: Path, costs: np.ndarray
+) -> None:
+    policy = joblib.load(policy_file)
+    assert isinstance(policy, EarlyExitPolicy)
+    assert policy.budget_ == pytest.approx(costs[1])
+    assert_array_equal(policy.costs_, costs)
+    assert policy.max_epochs == 2
+    with np.load(shipped_file) as archive:
+        # Fitted on val: the quotas it reports are its own exits on val.
+        exits = policy.predict_exit(archive["val_logits"])
+    assert_allclose(np.bincount(exits, minlength=3) / N_ROWS, policy.exit_fractions_)
+
+
+def test_fit_prints_a_summary(
+    plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    output = tmp_path / "rule.joblib"
+    argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(output)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| 0.")]
-    assert len(rows) == 2
-    for row in rows:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        budget, eenet_acc, eenet_cost = (float(cell) for cell in cells[:3])
-        assert 0.5 < eenet_acc < 1.0
-        assert eenet_cost <= 1.02 * budget
+    assert "MaxProbPolicy fitted on 1000 samples" in out
+    assert f"saved to {output}" in out
 
 
-def test_demo_rejects_budgets_outside_the_cost_range(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("maxprob", MaxProbPolicy),
+        ("entropy", EntropyPolicy),
+        ("patience", PatiencePolicy),
+        ("fixed", FixedExitPolicy),
+        ("learned-score", LearnedScorePolicy),
+    ],
+)
+def test_fit_builds_the_chosen_policy(
+    name: str, cls: type, plain_file: Path, tmp_path: Path, costs: np.ndarray
+) -> None:
+    output = tmp_path / "policy.joblib"
+    argv = ["fit", str(plain_file), "--policy", name, "--budget", str(costs[1]), "-o", str(output), "-q"]
+    assert main(argv) == 0
+    policy = joblib.load(output)
+    assert type(policy) is cls
+    assert policy.budget_ == pytest.approx(costs[1])
+
+
+def test_fit_reads_the_keys_the_options_name(shipped_file: Path, tmp_path: Path) -> None:
+    output = tmp_path / "policy.joblib"
+    argv = [
+        "fit", str(shipped_file), "--policy", "maxprob", "--budget", "10000", "-o", str(output), "-q",
+        "--logits-key", "test_logits", "--labels-key", "test_labels", "--costs-key", "costs_flops",
+    ]
+    assert main(argv) == 0
+    with np.load(shipped_file) as archive:
+        assert_array_equal(joblib.load(output).costs_, archive["costs_flops"])
+
+
+def test_fit_split_picks_the_split(shipped_file: Path, tmp_path: Path, costs: np.ndarray) -> None:
+    outputs = {split: tmp_path / f"{split}.joblib" for split in ("val", "test")}
+    for split, output in outputs.items():
+        argv = ["fit", str(shipped_file), "--policy", "maxprob", "--budget", str(costs[1]),
+                "--split", split, "-o", str(output), "-q"]
+        assert main(argv) == 0
+    thresholds = {split: joblib.load(output).thresholds_ for split, output in outputs.items()}
+    assert not np.array_equal(thresholds["val"], thresholds["test"])
+
+
+def test_fit_verbose_shows_the_epoch_log_and_quiet_prints_nothing(
+    plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    argv = ["fit", str(plain_file), "--budget", str(costs[1]), "-o", str(tmp_path / "p.joblib"), *FAST]
+    assert main([*argv, "--verbose"]) == 0
+    assert "train_loss" in capsys.readouterr().out  # skorch's epoch table
+    assert main([*argv, "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_predict_writes_exits_and_labels(
+    suffix: str, policy_file: Path, shipped_file: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / f"predictions{suffix}"
+    assert main(["predict", str(policy_file), str(shipped_file), "-o", str(output), "-q"]) == 0
+    policy = joblib.load(policy_file)
+    with np.load(shipped_file) as archive:
+        logits = archive["test_logits"]  # the default split of the data a policy is applied to
+    if suffix == ".csv":
+        lines = output.read_text().splitlines()
+        assert lines[0] == "exit,label"
+        table = np.array([line.split(",") for line in lines[1:]], dtype=np.int64)
+        exits, labels = table[:, 0], table[:, 1]
+    else:
+        with np.load(output) as written:
+            exits, labels = written["exits"], written["labels"]
+    assert_array_equal(exits, policy.predict_exit(logits))
+    assert_array_equal(labels, policy.predict(logits))
+
+
+def test_predict_applies_a_policy_fitted_without_a_budget(
+    shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    with np.load(shipped_file) as archive:
+        policy = FixedExitPolicy(costs=costs, exit=1).fit(archive["val_logits"], archive["val_labels"])
+    joblib.dump(policy, tmp_path / "fixed.joblib")
+    argv = ["predict", str(tmp_path / "fixed.joblib"), str(shipped_file), "-o", str(tmp_path / "out.npz")]
+    assert main(argv) == 0
+    assert "(budget none), exits (%) 0 / 100 / 0" in capsys.readouterr().out
+    with np.load(tmp_path / "out.npz") as written:
+        assert set(written["exits"].tolist()) == {1}
+
+
+def test_evaluate_writes_a_table_and_a_plot(
+    shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, plot = tmp_path / "curve.csv", tmp_path / "curve.png"
+    argv = ["evaluate", str(shipped_file), "--policies", "eenet", "maxprob", "--positions", "0.2", "0.6",
+            "--table", str(table), "--plot", str(plot), *FAST]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "fits" in err and "4/4" in err  # the progress bar, one step per fit
+    markdown_rows = [line for line in out.splitlines() if line.startswith("| 0.")]
+    assert [row.split("|")[3].strip() for row in markdown_rows] == ["eenet", "maxprob", "oracle"] * 2
+    lines = table.read_text().splitlines()
+    assert lines[0] == "policy,budget,accuracy,mean_cost,exit_0,exit_1,exit_2"
+    assert len(lines) == 1 + 6
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_takes_absolute_budgets_and_a_markdown_table(
+    shipped_file: Path, plain_file: Path, tmp_path: Path, costs: np.ndarray
+) -> None:
+    table = tmp_path / "curve.md"
+    budgets = [str(costs[0]), str(costs[2])]
+    argv = ["evaluate", str(plain_file), str(shipped_file), "--policies", "maxprob", "fixed", "--no-oracle",
+            "--budgets", *budgets, "--table", str(table), "-q"]
+    assert main(argv) == 0
+    rows = [line.split("|") for line in table.read_text().splitlines()[2:]]
+    assert [(float(row[1]), row[3].strip()) for row in rows] == [
+        (pytest.approx(float(budget), rel=1e-5), name) for budget in budgets for name in ("maxprob", "fixed")
+    ]
+    # The fixed exit at the last exit's cost is the whole network: its accuracy on test.
+    with np.load(shipped_file) as archive:
+        last = np.mean(archive["test_logits"][:, -1].argmax(1) == archive["test_labels"])
+    assert float(rows[-1][4]) == pytest.approx(last, abs=1e-4)
+
+
+# --- errors: one line on stderr, exit status 1, no traceback --------------------------------
+
+
+def test_a_missing_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    line = run_error(["fit", str(tmp_path / "nope.npz"), "--budget", "1"], capsys)
+    assert "no such file" in line
+
+
+def test_a_file_that_is_not_npz_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "logits.npz"
+    path.write_text("not an archive")
+    assert "is not a NumPy .npz archive" in run_error(["fit", str(path), "--budget", "1"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        (["--logits-key", "outputs"], "no logits under 'outputs'"),
+        (["--split", "train"], "no logits under 'train_logits'"),
+        (["--costs-key", "costs_us"], "no costs under 'costs_us'"),
+    ],
+)
+def test_a_missing_key_is_one_line_listing_the_keys(
+    options: list[str], missing: str, shipped_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = run_error(["fit", str(shipped_file), "--budget", "1", *options], capsys)
+    assert missing in line
+    assert "its keys: val_logits" in line
+
+
+def test_a_file_without_costs_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "no_costs.npz"
+    np.savez(path, logits=np.zeros((4, 2, 2)), labels=[0, 1, 0, 1])
+    line = run_error(["fit", str(path), "--budget", "1"], capsys)
+    assert "no costs under 'costs' or 'costs_ms'" in line and "--costs-key" in line
+
+
+@pytest.mark.parametrize("budget", ["0.001", "nan"])
+def test_a_bad_budget_is_one_line(
+    budget: str, shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "policy.joblib"
+    line = run_error(["fit", str(shipped_file), "--budget", budget, "-o", str(output)], capsys)
+    assert "budget" in line
+    assert not output.exists()
+
+
+def test_bad_evaluation_budgets_fail_before_any_fit(
+    shipped_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "--positions must lie in [0, 1]" in run_error(
+        ["evaluate", str(shipped_file), "--positions", "1.5"], capsys
+    )
+    assert "is below the first exit's cost" in run_error(
+        ["evaluate", str(shipped_file), "--budgets", "0.001"], capsys
+    )
+
+
+@pytest.mark.parametrize("content", ["text", "array", "estimator"])
+def test_a_file_that_is_not_a_policy_is_one_line(
+    content: str, shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.joblib"
+    if content == "text":
+        path.write_text("not a pickle")
+    else:
+        joblib.dump(np.zeros(3) if content == "array" else MaxProbPolicy(), path)
+    line = run_error(["predict", str(path), str(shipped_file), "-o", str(tmp_path / "out.csv")], capsys)
+    assert {"text": "cannot be loaded", "array": "holds a ndarray", "estimator": "unfitted"}[content] in line
+
+
+def test_a_library_error_is_one_line(
+    policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "four_exits.npz"
+    np.savez(path, logits=np.zeros((5, 4, 10)))
+    line = run_error(["predict", str(policy_file), str(path), "-o", str(tmp_path / "out.csv")], capsys)
+    assert "X has 4 exits, expected 3" in line
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["predict", "POLICY", "DATA", "-o", "out.txt"], "--output must end in .npz or .csv"),
+        (["evaluate", "DATA", "--table", "curve.html"], "--table must end in .md or .csv"),
+        (["evaluate", "DATA", "--plot", "curve.svg"], "--plot must end in .png"),
+        (["fit", "DATA", "--budget", "1", "-o", "missing/policy.joblib"], "--output: no such folder"),
+    ],
+)
+def test_a_bad_output_path_fails_before_any_work(
+    command: list[str],
+    message: str,
+    policy_file: Path,
+    shipped_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = [{"POLICY": str(policy_file), "DATA": str(shipped_file)}.get(arg, arg) for arg in command]
+    assert message in run_error(argv, capsys)
+
+
+def test_cuda_without_a_gpu_is_one_line(
+    shipped_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    line = run_error(["fit", str(shipped_file), "--budget", "1", "--device", "cuda"], capsys)
+    assert "no CUDA device is available" in line
+
+
+def test_warnings_are_one_line(
+    plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    path = tmp_path / "column_labels.npz"
+    with np.load(plain_file) as archive:
+        np.savez(path, logits=archive["logits"], labels=archive["labels"][:, None], costs=archive["costs"])
+    argv = ["fit", str(path), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(tmp_path / "p.jl")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eenet-sklearn: warning: A column-vector y was passed")
+
+
+def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eenet_sklearn", "fit", str(tmp_path / "nope.npz"), "--budget", "1"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"eenet-sklearn: error: no such file: {tmp_path / 'nope.npz'}\n"
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "evaluate"])
+def test_help_documents_the_data_format(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--budgets", "1.5"])
-    assert exc.value.code != 0
-    assert "--budgets must lie in [0, 1]" in capsys.readouterr().err
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "val_logits" in out and "costs_ms" in out and "--logits-key" in out

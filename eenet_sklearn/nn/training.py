@@ -1,0 +1,161 @@
+"""Joint training of the exits with skorch."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skorch import NeuralNetClassifier
+from torch import nn
+
+
+class DepthWeightedLoss(nn.Module):
+    """Weighted mean of the exits' cross-entropies, with optional self-distillation.
+
+    ``sum_k w_k L_k / sum_k w_k`` with ``w_k = k`` (1-based) by default, so deeper
+    exits, which see more of the network, weigh more. With ``distill_weight = a > 0``
+    every exit but the last has ``L_k = (1 - a) CE_k + a T^2 KL(p_K^T || p_k^T)``,
+    where ``p^T`` are the softmax at temperature ``T`` and the last exit's
+    probabilities are a fixed target (no gradient flows into the last exit through them).
+
+    Parameters
+    ----------
+    weights : array-like of shape (n_exits,), default=None
+        Non-negative exit weights, not all zero; ``None`` for ``1, 2, ..., n_exits``.
+    distill_weight : float, default=0.0
+        Share of the distillation term, in ``[0, 1]``.
+    distill_temperature : float, default=1.0
+    """
+
+    def __init__(self, weights=None, distill_weight: float = 0.0, distill_temperature: float = 1.0):
+        super().__init__()
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must lie in [0, 1], got {distill_weight!r}.")
+        if not distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be positive, got {distill_temperature!r}.")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.ndim != 1 or not np.all(weights >= 0) or not weights.sum() > 0:
+                raise ValueError(f"weights must be non-negative, not all zero, got {weights!r}.")
+        self.weights = weights
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss of ``(n_samples, n_exits, n_classes)`` logits against class indices."""
+        n_samples, n_exits, n_classes = logits.shape
+        if self.weights is None:
+            weights = torch.arange(1, n_exits + 1, dtype=logits.dtype, device=logits.device)
+        elif len(self.weights) != n_exits:
+            raise ValueError(f"weights has {len(self.weights)} entries but the network has {n_exits} exits.")
+        else:
+            weights = torch.as_tensor(self.weights, dtype=logits.dtype, device=logits.device)
+        per_exit = F.cross_entropy(
+            logits.reshape(-1, n_classes), target.repeat_interleave(n_exits), reduction="none"
+        ).view(n_samples, n_exits).mean(dim=0)
+        if self.distill_weight > 0 and n_exits > 1:
+            temperature = self.distill_temperature
+            teacher = F.log_softmax(logits[:, -1:].detach() / temperature, dim=-1)
+            student = F.log_softmax(logits[:, :-1] / temperature, dim=-1)
+            distill = F.kl_div(student, teacher.expand_as(student), log_target=True, reduction="none")
+            distill = distill.sum(dim=-1).mean(dim=0) * temperature**2
+            mixed = (1 - self.distill_weight) * per_exit[:-1] + self.distill_weight * distill
+            per_exit = torch.cat([mixed, per_exit[-1:]])
+        return (weights * per_exit).sum() / weights.sum()
+
+
+def last_exit_proba(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of the last exit, from ``(n_samples, n_exits, n_classes)`` logits."""
+    return torch.softmax(logits[:, -1], dim=-1)
+
+
+class MultiExitClassifier(NeuralNetClassifier):
+    """Train a :class:`~eenet_sklearn.nn.MultiExitNetwork`'s exits jointly, with skorch.
+
+    A skorch :class:`~skorch.NeuralNetClassifier` whose criterion weighs every exit
+    (:class:`DepthWeightedLoss`). ``predict`` / ``predict_proba`` / ``score`` use the
+    last exit; :meth:`transform` gives all exits' logits, so that
+    ``Pipeline([("net", MultiExitClassifier(...)), ("policy", EarlyExitPolicy(...))])``
+    works end to end. Labels are class indices ``0 .. n_classes - 1``.
+
+    Parameters
+    ----------
+    module : MultiExitNetwork
+        An instance (trained as a copy: the instance given is left untouched) or a
+        class with ``module__*`` parameters.
+    train_backbone : bool, default=True
+        ``False`` freezes the stages (no gradients, evaluation mode) and trains the heads only.
+    criterion : default=DepthWeightedLoss
+        Its parameters go as ``criterion__distill_weight=0.5`` and so on.
+    optimizer : default=torch.optim.AdamW
+    lr : float, default=1e-3
+    max_epochs : int, default=10
+    batch_size : int, default=128
+    **kwargs
+        Any other :class:`skorch.NeuralNetClassifier` parameter (``device``, ``callbacks``,
+        ``train_split``, ``verbose``, ``iterator_train__shuffle`` (default ``True``), ...).
+
+    Examples
+    --------
+    >>> from eenet_sklearn.nn import MultiExitClassifier
+    >>> net = MultiExitClassifier(module=network, max_epochs=3)  # doctest: +SKIP
+    >>> net.fit(X_train, y_train).transform(X_val).shape  # doctest: +SKIP
+    (n_samples, n_exits, n_classes)
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        train_backbone: bool = True,
+        criterion=DepthWeightedLoss,
+        optimizer=torch.optim.AdamW,
+        lr: float = 1e-3,
+        max_epochs: int = 10,
+        batch_size: int = 128,
+        predict_nonlinearity=last_exit_proba,
+        **kwargs,
+    ):
+        kwargs.setdefault("iterator_train__shuffle", True)
+        super().__init__(
+            module,
+            *args,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            predict_nonlinearity=predict_nonlinearity,
+            **kwargs,
+        )
+        self.train_backbone = train_backbone
+
+    def initialize_module(self):
+        """Initialise the module; an instance given as ``module`` is copied, then frozen if asked."""
+        super().initialize_module()
+        if self.module_ is self.module:
+            self.module_ = copy.deepcopy(self.module)
+        if not self.train_backbone:
+            if not hasattr(self.module_, "freeze_stages"):
+                raise TypeError(
+                    "train_backbone=False needs a MultiExitNetwork module, "
+                    f"got {type(self.module_).__name__}."
+                )
+            self.module_.freeze_stages(True)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """All exits' logits.
+
+        Parameters
+        ----------
+        X : input data
+            Anything skorch accepts: arrays, tensors, a dict of them (e.g. tokenizer output).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_exits, n_classes)
+        """
+        return self.forward(X, training=False).numpy()
