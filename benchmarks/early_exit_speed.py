@@ -223,14 +223,24 @@ def write_results(
             lines.append(f"- {case}: {row['costs_ms']}")
     md_path.write_text("\n".join(lines) + "\n")
 
+    plot_ratios(rows, png_path)
+    return [md_path, csv_path, png_path]
+
+
+def plot_ratios(rows: list[dict], path: Path) -> None:
+    """Measured against expected ratio, one series per model and batch size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="measured = expected")
-    for (model, batch_size), marker in zip(sorted(seen), "osD^v<>", strict=False):
+    ax.plot([0, 1.05], [0, 1.05], color="grey", linestyle="--", label="measured = expected")
+    for sign in (-1, 1):
+        ax.plot([0, 1.05], [0, 1.05 * (1 + sign * TARGET_BATCH_1)], color="grey", linestyle=":",
+                linewidth=0.8, label=f"expected ±{TARGET_BATCH_1:.0%}" if sign > 0 else None)
+    cases = sorted({(row["model"], row["batch_size"]) for row in rows})
+    for (model, batch_size), marker in zip(cases, "osD^v<>", strict=False):
         chosen = [r for r in rows if r["model"] == model and r["batch_size"] == batch_size]
         ax.errorbar(
             [r["expected_ratio"] for r in chosen], [r["measured_ratio"] for r in chosen],
@@ -238,13 +248,13 @@ def write_results(
                   [r["measured_max"] - r["measured_ratio"] for r in chosen]],
             marker=marker, linestyle="none", capsize=3, label=f"{model}, batch {batch_size}",
         )
-    ax.set(xlim=(0, 1), ylim=(0, 1.1), xlabel="expected cost ratio (policy)",
+    top = max(1.25, 1.05 * max(row["measured_max"] for row in rows))
+    ax.set(xlim=(0, 1.05), ylim=(0, top), xlabel="expected cost ratio (policy)",
            ylabel="measured time ratio (early exit / full)", title="Early-exit saving, measured")
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [md_path, csv_path, png_path]
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

@@ -513,7 +513,7 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
         description="Train a multi-exit network on data shipped by packages (no download), measure its "
         "per-exit costs, fit EENet and the baselines at several budgets, print the accuracy/cost table, "
         "save the budget-accuracy plot and the fitted EENet policy, and run real early-exit inference to "
-        "measure the saving. About 3 minutes on 2 CPU cores with the defaults.",
+        "measure the saving. About 2 minutes on 2 CPU cores with the defaults.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

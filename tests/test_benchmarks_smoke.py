@@ -1,4 +1,4 @@
-"""Smoke test of ``benchmarks/paper_comparison.py``: one part in quick mode, into a temporary dir."""
+"""Smoke tests of the benchmark scripts in quick mode, writing into a temporary dir."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import csv
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_comparison.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("paper_comparison", SCRIPT)
+def _load_script(name: str = "paper_comparison"):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -46,3 +46,21 @@ def test_paper_comparison_quick_fine(tmp_path):
     assert "## Findings" in text
     table = [line for line in text.splitlines() if line.startswith("| 0.")]
     assert len(table) == n_budgets
+
+
+def test_early_exit_speed_quick_cnn(tmp_path):
+    script = _load_script("early_exit_speed")
+    written = script.main(["--quick", "--quiet", "--models", "cnn", "--out-dir", str(tmp_path)])
+    assert {path.name for path in written} == {
+        "early_exit_speed_quick.md", "early_exit_speed_quick.csv", "early_exit_speed_quick.png"
+    }
+    with (tmp_path / "early_exit_speed_quick.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    # Per batch size: the budgets the first exit's cost allows, and the everyone-to-the-last-exit run.
+    assert {row["batch_size"] for row in rows} == {"1", "16"}
+    for row in rows:
+        assert float(row["measured_ratio"]) > 0 and 0 < float(row["expected_ratio"]) <= 1
+        if row["policy"] == "last exit":
+            assert float(row["expected_ratio"]) == 1.0 and row["exit_shares"].endswith("100%")
+    text = (tmp_path / "early_exit_speed_quick.md").read_text()
+    assert "Command: `python benchmarks/early_exit_speed.py --quick" in text
