@@ -52,7 +52,7 @@ def test_demo_trains_fits_saves_and_exits_early(tmp_path: Path, capsys: pytest.C
     assert len(policies) == 12
     for row in policy_rows:
         budget, accuracy, cost, ratio = (float(row[i]) for i in (0, 2, 3, 4))
-        assert 0.0 <= accuracy <= 1.0 and ratio == pytest.approx(cost / budget, abs=2e-3)
+        assert 0.0 <= accuracy <= 1.0 and ratio == pytest.approx(cost / budget, rel=0.01)  # 3 decimals
     assert "Early-exit inference with EENet" in out
     assert (tmp_path / "budget_accuracy.png").stat().st_size > 0
     assert (tmp_path / "results.md").read_text().strip() == out.strip()
