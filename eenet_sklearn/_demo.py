@@ -107,14 +107,9 @@ def _text_splits_and_network(settings: DemoSettings):
     return (*splits, net.fit(splits[0].X, splits[0].y))
 
 
-def _rows(X, rows: slice):
-    return {key: value[rows] for key, value in X.items()} if isinstance(X, dict) else X[rows]
-
-
 def run_demo(settings: DemoSettings) -> str:
     """Run the demonstration; return its report (a markdown table and the measured saving)."""
     from .nn import early_exit_predict, measure_latency, time_full_network
-    from .plotting import BudgetCurveDisplay
 
     if settings.data not in DEMO_DATA:
         raise ValueError(f"data must be one of {DEMO_DATA}, got {settings.data!r}.")
@@ -139,10 +134,7 @@ def run_demo(settings: DemoSettings) -> str:
     # A test set smaller than a batch is served as one batch.
     batch_size = min(settings.batch_size, len(test.y))
     _say(settings, f"Measuring the exits' costs at batch size {batch_size}...")
-    costs = measure_latency(
-        net, _rows(test.X, slice(0, max(64, batch_size))), batch_size=batch_size,
-        n_repeats=50 if batch_size == 1 else 10,
-    )
+    costs = measure_latency(net, test.X, batch_size=batch_size, n_repeats=50 if batch_size == 1 else 10)
     budgets = [float(costs[0] + b * (costs[-1] - costs[0])) for b in settings.budgets]
     makers = {
         "EENet": lambda budget: EarlyExitPolicy(
@@ -184,7 +176,7 @@ def run_demo(settings: DemoSettings) -> str:
     policy_path = settings.output_dir / "eenet_policy.joblib"
     joblib.dump(eenets[len(eenets) // 2], policy_path)
     plot_path = settings.output_dir / "budget_accuracy.png"
-    _save_plot(BudgetCurveDisplay, rows, plot_path, settings.data)
+    _save_plot(rows, plot_path, settings.data)
 
     lines = [
         f"# eenet-sklearn demo: {settings.data}",
@@ -215,14 +207,16 @@ def run_demo(settings: DemoSettings) -> str:
     return report
 
 
-def _save_plot(display_class, rows: list[dict], path: Path, title: str) -> None:
+def _save_plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
+
+    from .plotting import BudgetCurveDisplay
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    display_class.from_predictions(rows, ax=ax, x="mean_cost")
+    BudgetCurveDisplay.from_predictions(rows, ax=ax, x="mean_cost")
     ax.set_title(f"{title}: test accuracy against mean cost")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -195,9 +195,8 @@ class EarlyExitPolicy(BaseExitPolicy):
             _, exits = quota_thresholds(scores, fractions)
             accuracy = correct[np.arange(len(exits)), exits].mean()
             if best is None or accuracy > best[0]:
-                best = (accuracy, self.scorer_, scores, fractions)
-        _, self.scorer_, scores, fractions = best
-        self._heads = _numpy_heads(self.scorer_.module_)
+                best = (accuracy, self.scorer_, self._heads, scores, fractions)
+        _, self.scorer_, self._heads, scores, fractions = best
         return scores, fractions
 
     def _train_scorer(self, features: np.ndarray, target: np.ndarray, seed: int) -> NeuralNet:
