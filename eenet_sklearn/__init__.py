@@ -1,14 +1,14 @@
 """Budgeted early-exit policies for multi-exit networks, the scikit-learn way."""
 
-from .baselines import (
+from ._baselines import (
     EntropyPolicy,
     FixedExitPolicy,
     LearnedScorePolicy,
     MaxProbPolicy,
     PatiencePolicy,
 )
+from ._eenet import EarlyExitPolicy
 from .plotting import BudgetCurveDisplay, ExitDistributionDisplay
-from .policy import EarlyExitPolicy
 
 __all__ = [
     "BudgetCurveDisplay",

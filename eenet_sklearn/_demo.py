@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import EntropyPolicy, FixedExitPolicy, MaxProbPolicy, PatiencePolicy
+from ._baselines import EntropyPolicy, FixedExitPolicy, MaxProbPolicy, PatiencePolicy
+from ._eenet import EarlyExitPolicy
 from .datasets import load_fashion_mnist, load_mnist, load_movie_reviews
 from .metrics import oracle_accuracy
-from .policy import EarlyExitPolicy
 
 #: Data sets the demo trains on, all shipped by packages (no download).
 DEMO_DATA = ("mnist", "fashion-mnist", "movie-reviews")

@@ -128,6 +128,20 @@ def check_exit_outputs(
     return array
 
 
+def check_exit_prefix(X: object, n_exits: int, n_classes: int, input_type: str) -> np.ndarray:
+    """Return the outputs of exits ``0..k`` as a ``(n_samples, k + 1, n_classes)`` float array.
+
+    What a fitted policy decides from at exit ``k`` during early-exit inference.
+    """
+    n_seen = np.shape(X)[1] if np.ndim(X) == 3 else None
+    if n_seen is None or not 1 <= n_seen <= n_exits:
+        raise ValueError(
+            f"X must be 3-D (n_samples, k + 1, n_classes), the outputs of exits 0..k with "
+            f"k < {n_exits}, got shape {np.shape(X)}."
+        )
+    return check_exit_outputs(X, n_seen, n_classes, input_type)
+
+
 def check_target(y: object, estimator_name: str) -> np.ndarray:
     """Validate class labels before anything else: present, 1-D and categorical."""
     if y is None:

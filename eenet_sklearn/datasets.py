@@ -15,6 +15,15 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 #: Real per-exit logits shipped in ``eenet_sklearn/data`` (see its README).
+__all__ = [
+    "EXIT_LOGIT_SETS",
+    "load_exit_logits",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_movie_reviews",
+    "make_exit_logits",
+]
+
 EXIT_LOGIT_SETS = ("fashion_cnn4", "mnist_mlp3")
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts its files.

@@ -9,6 +9,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_scalar
 
+from ._features import exit_proba
+from ._thresholds import exit_fractions
 from ._validation import (
     check_budget,
     check_costs,
@@ -17,8 +19,6 @@ from ._validation import (
     check_target,
     encode_labels,
 )
-from .features import exit_proba
-from .thresholds import exit_fractions
 
 __all__ = [
     "budget_curve",

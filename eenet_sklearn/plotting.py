@@ -16,9 +16,9 @@ import numpy as np
 from sklearn.utils import check_scalar
 from sklearn.utils.validation import check_is_fitted
 
+from ._thresholds import exit_fractions
 from ._validation import check_budget, check_costs
 from .metrics import budget_curve
-from .thresholds import exit_fractions
 
 __all__ = ["BudgetCurveDisplay", "ExitDistributionDisplay"]
 

@@ -21,7 +21,7 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
-from eenet_sklearn.cli import main
+from eenet_sklearn._cli import main
 
 DATA_DIR = resources.files("eenet_sklearn.data")
 

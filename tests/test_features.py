@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eenet_sklearn.features import (
+from eenet_sklearn._features import (
     entropy_confidence,
     exit_features,
     margin,

@@ -19,8 +19,8 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
+from eenet_sklearn._features import softmax
 from eenet_sklearn.datasets import make_exit_logits
-from eenet_sklearn.features import softmax
 from eenet_sklearn.metrics import (
     budget_curve,
     make_cost_aware_scorer,

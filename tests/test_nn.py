@@ -24,7 +24,7 @@ from eenet_sklearn.nn import (
     measure_latency,
     multi_exit_cnn,
 )
-from eenet_sklearn.nn.model import take_rows
+from eenet_sklearn.nn._model import take_rows
 
 FAST_NET = {"max_epochs": 5, "lr": 1e-2, "batch_size": 32, "train_split": None, "verbose": 0}
 

@@ -19,7 +19,7 @@ from numpy.testing import assert_array_equal
 from sklearn.utils import Bunch
 
 from eenet_sklearn import EarlyExitPolicy, MaxProbPolicy
-from eenet_sklearn.policy import BaseExitPolicy
+from eenet_sklearn.base import BaseExitPolicy
 
 METHODS = ("predict_exit", "predict", "predict_proba", "exit_scores")
 

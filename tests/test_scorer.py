@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eenet_sklearn.scorer import EENetLoss, ExitScorer
+from eenet_sklearn._scoring_network import EENetLoss, ExitScorer
 
 N_EXITS, N_FEATURES = 4, 6
 
@@ -227,8 +227,8 @@ def test_prediction_scores_equal_the_scorer_module_forward():
     """EarlyExitPolicy evaluates its heads in a batched layout of its own; it must give
     the scores of ExitScorer.utility_logits (up to float32 rounding)."""
     from eenet_sklearn import EarlyExitPolicy
+    from eenet_sklearn._features import exit_features, softmax
     from eenet_sklearn.datasets import load_exit_logits
-    from eenet_sklearn.features import exit_features, softmax
 
     data = load_exit_logits("fashion_cnn4")
     logits, labels = data.val_logits[:3000], data.val_labels[:3000]

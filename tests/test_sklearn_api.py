@@ -19,7 +19,7 @@ from sklearn.utils import Bunch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
-import eenet_sklearn._base
+import eenet_sklearn.base
 from eenet_sklearn import (
     EarlyExitPolicy,
     EntropyPolicy,
@@ -266,7 +266,7 @@ def test_order_and_batching(
     batches = np.array_split(np.arange(len(X)), 7)
     assert_array_equal(np.concatenate([fitted_eenet.predict_exit(X[b]) for b in batches]), exits)
     # Chunked prediction inside the policy gives the same answers as one chunk.
-    monkeypatch.setattr(eenet_sklearn._base, "_CHUNK_SIZE", 300)
+    monkeypatch.setattr(eenet_sklearn.base, "_CHUNK_SIZE", 300)
     assert_array_equal(fitted_eenet.predict_exit(X), exits)
     assert_allclose(fitted_eenet.exit_scores(X), scores, rtol=1e-6)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eenet_sklearn.thresholds import (
+from eenet_sklearn._thresholds import (
     assign_exits,
     exit_fractions,
     geometric_fractions,

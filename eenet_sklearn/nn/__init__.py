@@ -4,13 +4,13 @@ Needs only torch and skorch; the transformer helpers need the ``text`` extra
 (``transformers`` and the packaged MiniLM model).
 """
 
-from .architectures import multi_exit_cnn
-from .encoder import load_encoder, multi_exit_encoder, packaged_minilm_path, tokenize
-from .heads import PoolLinearHead, TokenPoolingHead
-from .inference import EarlyExitResult, early_exit_predict, time_full_network
-from .model import MultiExitNetwork
-from .profiling import count_flops, measure_latency
-from .training import DepthWeightedLoss, MultiExitClassifier
+from ._architectures import multi_exit_cnn
+from ._encoder import load_encoder, multi_exit_encoder, packaged_minilm_path, tokenize
+from ._heads import PoolLinearHead, TokenPoolingHead
+from ._inference import EarlyExitResult, early_exit_predict, time_full_network
+from ._model import MultiExitNetwork
+from ._profiling import count_flops, measure_latency
+from ._training import DepthWeightedLoss, MultiExitClassifier
 
 __all__ = [
     "DepthWeightedLoss",

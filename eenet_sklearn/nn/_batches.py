@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .model import MultiExitNetwork
+from ._model import MultiExitNetwork
 
 
 def as_inputs(X):

@@ -14,10 +14,10 @@ from scipy.special import expit
 from sklearn.utils import check_random_state, check_scalar
 from skorch import NeuralNet
 
-from ._base import BaseExitPolicy
-from .features import check_confidence, exit_features, n_features
-from .scorer import EENetLoss, ExitScorer, TensorBatches
-from .thresholds import gpu_available, quota_thresholds, tilt_to_budget
+from ._features import check_confidence, exit_features, n_features
+from ._scoring_network import EENetLoss, ExitScorer, TensorBatches
+from ._thresholds import gpu_available, quota_thresholds, tilt_to_budget
+from .base import BaseExitPolicy
 
 _DEVICES = ("auto", "cpu", "cuda")
 _GLOBAL_RNG_LOCK = threading.Lock()

@@ -1,7 +1,7 @@
 """Classic budgeted exit rules under the same API as :class:`EarlyExitPolicy`.
 
 Every rule here is an exit score per exit plus one threshold per exit, as in
-:class:`~eenet_sklearn._base.BaseExitPolicy`: prediction, scoring and costs come
+:class:`~eenet_sklearn.base.BaseExitPolicy`: prediction, scoring and costs come
 from the base class. The rules differ in the score and in how the thresholds are set:
 
 - :class:`MaxProbPolicy`, :class:`EntropyPolicy`, :class:`LearnedScorePolicy`:
@@ -22,10 +22,10 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_scalar
 
-from ._base import BaseExitPolicy
+from ._features import check_confidence, entropy_confidence, exit_features, max_prob
+from ._thresholds import assign_exits, geometric_fractions
 from ._validation import check_budget
-from .features import check_confidence, entropy_confidence, exit_features, max_prob
-from .thresholds import assign_exits, geometric_fractions
+from .base import BaseExitPolicy
 
 #: Relative slack when comparing a mean cost with the budget: float noise in the mean
 #: of equal costs must not make a setting that spends exactly the budget infeasible.

@@ -25,18 +25,18 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._base import BaseExitPolicy
-from ._demo import DEMO_DATA, DemoSettings, run_demo
-from ._validation import check_budget, check_costs
-from .baselines import (
+from ._baselines import (
     EntropyPolicy,
     FixedExitPolicy,
     LearnedScorePolicy,
     MaxProbPolicy,
     PatiencePolicy,
 )
+from ._demo import DEMO_DATA, DemoSettings, run_demo
+from ._eenet import EarlyExitPolicy
+from ._validation import check_budget, check_costs
+from .base import BaseExitPolicy
 from .metrics import budget_curve
-from .policy import EarlyExitPolicy
 
 _PROG = "eenet-sklearn"
 

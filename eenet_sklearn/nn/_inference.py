@@ -10,7 +10,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._batches import as_inputs, check_batch_size, evaluating, n_rows, resolve_network, row_slice, synchronize
-from .model import take_rows
+from ._model import take_rows
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
                 if seen is None:
                     seen = np.empty((len(rows), module.n_exits, logits.shape[1]), dtype=logits.dtype)
                 seen[:, k] = logits
-                leaving, proba = policy._decide_at_last(seen[:, : k + 1])
+                leaving, proba = policy.decide_at_exit(seen[:, : k + 1])
                 if not leaving.any():
                     continue
                 exits[rows[leaving]] = k

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .heads import PoolLinearHead
-from .model import MultiExitNetwork
+from ._heads import PoolLinearHead
+from ._model import MultiExitNetwork
 
 
 def multi_exit_cnn(

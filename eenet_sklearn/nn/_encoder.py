@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .heads import TokenPoolingHead
-from .model import MultiExitNetwork, check_cut_points
+from ._heads import TokenPoolingHead
+from ._model import MultiExitNetwork, check_cut_points
 
 
 class _EmbeddingStage(nn.Module):

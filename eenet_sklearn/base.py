@@ -8,16 +8,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._features import exit_proba
+from ._thresholds import assign_exits, exit_fractions, quota_thresholds
 from ._validation import (
     check_budget,
     check_costs,
     check_exit_outputs,
+    check_exit_prefix,
     check_input_type,
     check_target,
     encode_labels,
 )
-from .features import exit_proba
-from .thresholds import assign_exits, exit_fractions, quota_thresholds
+
+__all__ = ["BaseExitPolicy"]
 
 #: At most this many samples are processed at once in prediction, to bound memory.
 _CHUNK_SIZE = 1 << 16
@@ -157,14 +160,37 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             chosen[rows] = proba.transpose(2, 0, 1)[:, np.arange(proba.shape[0]), exits[rows]].T
         return exits, chosen, scores
 
-    def _decide_at_last(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Decision at exit ``k`` for samples that reached it, from the outputs of exits ``0..k``.
+    def decide_at_exit(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Decide at exit ``k`` from the outputs of exits ``0..k`` alone.
 
-        ``outputs`` is ``(n_samples, k + 1, n_classes)``, as early-exit inference has it
-        when the network has run up to exit ``k``. Returns whether each sample leaves
-        at ``k`` and its class probabilities there, exactly as :meth:`_decide` decides
-        on the full outputs, since exit scores are causal.
+        What early-exit inference calls after running the network up to exit ``k``:
+        for the samples that reached ``k``, whether each leaves there and its class
+        probabilities at ``k``. Exit scores are causal, so the decision equals the one
+        :meth:`predict_exit` makes from the outputs of every exit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, k + 1, n_classes)
+            Outputs (logits, or probabilities with ``input_type="proba"``) of exits
+            ``0..k``, with ``1 <= k + 1 <= n_exits_``.
+
+        Returns
+        -------
+        leaving : ndarray of shape (n_samples,), dtype bool
+            Whether each sample leaves at exit ``k`` (always true at the last exit).
+        proba : ndarray of shape (n_samples, n_classes)
+            Class probabilities at exit ``k``, columns in ``classes_`` order.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the policy is not fitted.
+        ValueError
+            If ``X`` is not 3-D with at most ``n_exits_`` exits and ``n_classes_``
+            classes, or holds non-finite values.
         """
+        check_is_fitted(self)
+        outputs = check_exit_prefix(X, self.n_exits_, self.n_classes_, self.input_type)
         proba = self._to_proba(outputs)
         k = proba.shape[1] - 1
         if k == self.n_exits_ - 1:
