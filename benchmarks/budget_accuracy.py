@@ -13,26 +13,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+from _provenance import Provenance
 from tqdm import tqdm
 
-from eenet_sklearn import EarlyExitPolicy, MaxProbPolicy
+from eenet_sklearn._registry import make_policy
 from eenet_sklearn.datasets import EXIT_LOGIT_SETS, load_exit_logits
+from eenet_sklearn.metrics import budget_at_position
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def budgets_between(costs: np.ndarray, n_budgets: int) -> np.ndarray:
-    """``n_budgets`` evenly spaced budgets strictly between the first and last exit cost."""
-    steps = np.arange(1, n_budgets + 1) / (n_budgets + 1)
-    return costs[0] + steps * (costs[-1] - costs[0])
 
 
 def run(n_budgets: int, seeds: list[int], quiet: bool, policy_params: dict) -> list[dict]:
@@ -41,13 +34,14 @@ def run(n_budgets: int, seeds: list[int], quiet: bool, policy_params: dict) -> l
     data = {name: load_exit_logits(name) for name in EXIT_LOGIT_SETS}
     for name, i in tqdm(jobs, desc="budgets", disable=quiet):
         d = data[name]
-        budget = float(budgets_between(d.costs, n_budgets)[i])
-        rule = MaxProbPolicy(costs=d.costs, budget=budget).fit(d.val_logits, d.val_labels)
+        # n_budgets evenly spaced budgets strictly between the first and last exit cost.
+        budget = budget_at_position(d.costs, (i + 1) / (n_budgets + 1))
+        rule = make_policy("maxprob", d.costs, budget).fit(d.val_logits, d.val_labels)
         eenet_acc, eenet_cost, fit_s = [], [], []
         for seed in seeds:
             start = time.perf_counter()
-            policy = EarlyExitPolicy(
-                costs=d.costs, budget=budget, random_state=seed, **policy_params
+            policy = make_policy(
+                "eenet", d.costs, budget, random_state=seed, **policy_params
             ).fit(d.val_logits, d.val_labels)
             fit_s.append(time.perf_counter() - start)
             eenet_acc.append(policy.score(d.test_logits, d.test_labels))
@@ -70,14 +64,12 @@ def run(n_budgets: int, seeds: list[int], quiet: bool, policy_params: dict) -> l
     return rows
 
 
-def to_markdown(rows: list[dict], seeds: list[int], command: str) -> str:
+def to_markdown(rows: list[dict], seeds: list[int], provenance: Provenance) -> str:
     lines = [
         "# EENet vs the MSDNet rule at 8 budgets (fit on val, report on test)",
         "",
-        f"Command: `{command}`  ",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"numpy {np.__version__}; seeds {seeds}.",
+        *provenance.lines(),
+        f"Seeds: {seeds}.",
         "",
         "Costs in ms (the sets' `costs_ms`). EENet accuracy: median [min, max] over the seeds; "
         "cost: test mean cost / budget, [min, max] over the seeds. Diff: EENet median minus "
@@ -122,10 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the scorer is tiny: extra threads only add overhead
     params = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    provenance = Provenance.start("benchmarks/budget_accuracy.py", argv)
     rows = run(args.budgets, args.seeds, args.quiet, params)
-    command = "python benchmarks/budget_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    provenance.finish()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(rows, args.seeds, command.strip())
+    markdown = to_markdown(rows, args.seeds, provenance)
     args.out.with_suffix(".md").write_text(markdown)
     with args.out.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

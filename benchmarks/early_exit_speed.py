@@ -26,30 +26,27 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
-import shlex
-import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
+from _provenance import Provenance
 from tqdm import tqdm
 
-from eenet_sklearn import EarlyExitPolicy, FixedExitPolicy
-from eenet_sklearn.datasets import load_mnist, load_movie_reviews
+from eenet_sklearn._recipes import (
+    image_inputs,
+    movie_review_splits,
+    take_rows,
+    train_encoder_heads,
+    train_image_cnn,
+)
+from eenet_sklearn._registry import POLICIES, make_policy
+from eenet_sklearn.datasets import load_mnist
 from eenet_sklearn.nn import (
-    MultiExitClassifier,
     count_flops,
     early_exit_predict,
     load_encoder,
     measure_latency,
-    multi_exit_cnn,
-    multi_exit_encoder,
     time_full_network,
-    tokenize,
 )
 
 RESULTS = Path(__file__).parent / "results"
@@ -74,41 +71,31 @@ QUICK = {
 }
 
 
-def _rows(X, rows: slice):
-    return {key: value[rows] for key, value in X.items()} if isinstance(X, dict) else X[rows]
-
-
 def _cnn_case(settings: dict, quiet: bool):
     """The MNIST CNN, trained here: (classifier, validation inputs and labels, test inputs and labels)."""
     images, labels = load_mnist("train")
     test_images, test_labels = load_mnist("test")
-    scale = lambda a: torch.from_numpy(a[:, None].astype(np.float32) / 255.0)  # noqa: E731
     n_train, n_val = settings["train"], settings["val"]
-    torch.manual_seed(0)
-    net = MultiExitClassifier(
-        multi_exit_cnn(widths=settings["widths"]), max_epochs=settings["epochs"], lr=3e-3,
-        train_split=None, verbose=int(not quiet),
-    ).fit(scale(images[:n_train]), labels[:n_train])
+    net = train_image_cnn(
+        image_inputs(images[:n_train]), labels[:n_train],
+        widths=settings["widths"], epochs=settings["epochs"], verbose=not quiet,
+    )
     val = slice(len(images) - n_val, len(images))
-    return net, scale(images[val]), labels[val], scale(test_images), test_labels
+    return net, image_inputs(images[val]), labels[val], image_inputs(test_images), test_labels
 
 
 def _minilm_case(settings: dict, quiet: bool):
     """MiniLM-L6 with frozen layers and trained exit heads, on review snippets."""
     model, tokenizer = load_encoder()
-    texts, labels = load_movie_reviews()
-    order = np.random.default_rng(0).permutation(len(texts))
-    n_train, n_val = settings["train"], settings["val"]
-    n_test = max(settings["test"].values())
-    splits = np.split(order[: n_train + n_val + n_test], [n_train, n_train + n_val])
-    inputs = [tokenize(tokenizer, [texts[i] for i in rows], settings["max_length"]) for rows in splits]
-    torch.manual_seed(0)
-    network = multi_exit_encoder(model, settings["exit_layers"], n_classes=2)
-    net = MultiExitClassifier(
-        network, train_backbone=False, max_epochs=settings["epochs"], lr=1e-3, batch_size=32,
-        train_split=None, verbose=int(not quiet),
-    ).fit(inputs[0], labels[splits[0]])
-    return net, inputs[1], labels[splits[1]], inputs[2], labels[splits[2]]
+    sizes = (settings["train"], settings["val"], max(settings["test"].values()))
+    (X_train, y_train), (X_val, y_val), (X_test, y_test) = movie_review_splits(
+        tokenizer, sizes, max_length=settings["max_length"]
+    )
+    net = train_encoder_heads(
+        model, X_train, y_train, exit_layers=settings["exit_layers"], epochs=settings["epochs"],
+        verbose=not quiet,
+    )
+    return net, X_val, y_val, X_test, y_test
 
 
 def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> list[dict]:
@@ -116,7 +103,7 @@ def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> l
     val_logits = net.transform(X_val)
     rows = []
     for batch_size, n_test in config[name]["test"].items():
-        X, y = _rows(X_test, slice(0, n_test)), y_test[:n_test]
+        X, y = take_rows(X_test, slice(0, n_test)), y_test[:n_test]
         logits = net.transform(X)
         costs = measure_latency(
             net, X, batch_size=batch_size, n_repeats=config["latency_repeats"][batch_size]
@@ -130,11 +117,11 @@ def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> l
             for f in BUDGET_FRACTIONS if f not in fractions
         ]
         policies = [
-            EarlyExitPolicy(costs=costs, budget=fraction * costs[-1], random_state=0).fit(val_logits, y_val)
+            make_policy("eenet", costs, fraction * costs[-1], random_state=0).fit(val_logits, y_val)
             for fraction in fractions
         ]
         # Everyone runs every stage and is decided on after each exit: the pure overhead.
-        policies.append(FixedExitPolicy(costs=costs, exit=len(costs) - 1).fit(val_logits, y_val))
+        policies.append(make_policy("fixed", costs, exit=len(costs) - 1).fit(val_logits, y_val))
         fractions.append(1.0)
         full, early = [], [[] for _ in policies]
         results = [None] * len(policies)
@@ -144,6 +131,7 @@ def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> l
                 results[i] = early_exit_predict(net, policy, X, batch_size=batch_size)
                 early[i].append(results[i].seconds)
             progress.update(1)
+        eenet = POLICIES["eenet"]
         for fraction, policy, result, seconds in zip(fractions, policies, results, early, strict=True):
             ratios = np.asarray(seconds) / np.asarray(full)
             target = TARGET_BATCH_1 if batch_size == 1 else TARGET_BATCHED
@@ -151,7 +139,7 @@ def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> l
             measured = float(np.median(ratios))
             rows.append({
                 "model": name,
-                "policy": "EENet" if isinstance(policy, EarlyExitPolicy) else "last exit",
+                "policy": eenet.label if isinstance(policy, eenet.cls) else "last exit",
                 "batch_size": batch_size,
                 "n_test": n_test,
                 "budget_fraction": fraction,
@@ -177,7 +165,7 @@ def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> l
 
 
 def write_results(
-    rows: list[dict], notes: list[str], out_dir: Path, stem: str, command: str, seconds: float
+    rows: list[dict], notes: list[str], out_dir: Path, stem: str, provenance: Provenance
 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "png"))
@@ -186,14 +174,10 @@ def write_results(
         writer.writeheader()
         writer.writerows(rows)
     met = sum(row["within_target"] for row in rows)
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         "# Early-exit inference: measured against expected saving",
         "",
-        f"Command: `{command}` ({seconds / 60:.1f} min). "
-        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"load average {load}.",
+        *provenance.lines(),
         "",
         "Ratio = time (or expected cost) of early-exit inference over the full network with every exit. "
         "Measured: median over the repeats [min, max]; expected: mean measured cost of the chosen exits "
@@ -267,16 +251,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     builders = {"cnn": _cnn_case, "minilm": _minilm_case}
-    start = time.perf_counter()
+    provenance = Provenance.start("benchmarks/early_exit_speed.py", argv)
     rows, notes = [], []
     total = len(args.models) * 2 * config["repeats"]
     with tqdm(total=total, desc="repeats", disable=args.quiet) as progress:
         for name in args.models:
             rows += measure_case(name, builders[name](config[name], args.quiet), config, progress, notes)
-    arguments = shlex.join(argv if argv is not None else sys.argv[1:])
-    command = f"python benchmarks/early_exit_speed.py {arguments}"
     stem = "early_exit_speed_quick" if args.quick else "early_exit_speed"
-    written = write_results(rows, notes, args.out_dir, stem, command.strip(), time.perf_counter() - start)
+    written = write_results(rows, notes, args.out_dir, stem, provenance.finish())
     if not args.quiet:
         print("\n".join(str(path) for path in written))
     return written

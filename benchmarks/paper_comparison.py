@@ -31,11 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -43,24 +38,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-import joblib
 import numpy as np
-import sklearn
 import torch
+from _provenance import LINE_PREFIXES, Provenance, command_line
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-import eenet_sklearn
-from eenet_sklearn import (
-    EarlyExitPolicy,
-    EntropyPolicy,
-    FixedExitPolicy,
-    LearnedScorePolicy,
-    MaxProbPolicy,
-    PatiencePolicy,
-)
+from eenet_sklearn._registry import POLICIES, make_policy
 from eenet_sklearn.datasets import EXIT_LOGIT_SETS, load_exit_logits
-from eenet_sklearn.metrics import oracle_accuracy
+from eenet_sklearn.metrics import budget_at_position, oracle_accuracy
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("curves", "ablation", "robustness", "fine")
@@ -86,23 +72,8 @@ QUICK = {
     "max_epochs": 3,
 }
 
-#: Column label of each policy; the class each one is.
-LABELS = {
-    "eenet": "EENet",
-    "maxprob": "MSDNet",
-    "entropy": "BranchyNet",
-    "patience": "PABEE",
-    "fixed": "Fixed",
-    "learned": "LearnedScore",
-    "oracle": "oracle",
-}
-BASELINES = {
-    "maxprob": MaxProbPolicy,
-    "entropy": EntropyPolicy,
-    "patience": PatiencePolicy,
-    "fixed": FixedExitPolicy,
-    "learned": LearnedScorePolicy,
-}
+#: Column label of each policy (by its registry name) and of the oracle.
+LABELS = {**{name: spec.short_label for name, spec in POLICIES.items()}, "oracle": "oracle"}
 #: EENet variants of the ablation: parameters on top of the defaults.
 ABLATIONS = {
     "eenet": {},
@@ -118,8 +89,8 @@ ABLATION_LABELS = {
     "eenet_voting": "voting only",
     "eenet_class_scores": "class scores only",
 }
-CURVE_POLICIES = ("eenet", "maxprob", "entropy", "patience", "fixed", "learned")
-FINE_POLICIES = ("eenet", "maxprob", "learned")
+CURVE_POLICIES = ("eenet", "maxprob", "entropy", "patience", "fixed", "learned-score")
+FINE_POLICIES = ("eenet", "maxprob", "learned-score")
 ROBUST_POLICIES = ("eenet", "maxprob")
 #: Test cost / budget above this is flagged in the tables.
 OVERSPEND = 1.02
@@ -140,11 +111,6 @@ class Fit(NamedTuple):
 # --------------------------------------------------------------------------- fitting
 
 
-def budget_at(costs: np.ndarray, position: float) -> float:
-    """The budget ``position`` of the way from the first exit's cost to the last's."""
-    return float(costs[0] + position * (costs[-1] - costs[0]))
-
-
 def fit_rows(n_rows: int, fit: Fit) -> np.ndarray:
     """Indices of the ``val`` rows a fit uses (sorted; all of them at fraction 1 without ``n_val``)."""
     rows = np.arange(n_rows)
@@ -156,24 +122,24 @@ def fit_rows(n_rows: int, fit: Fit) -> np.ndarray:
     return rows
 
 
-def make_policy(fit: Fit, costs: np.ndarray, budget: float, n_classes: int):
+def build_policy(fit: Fit, costs: np.ndarray, budget: float, n_classes: int):
     # classes given: a small random subset of val may miss a class.
     common = {"costs": costs, "budget": budget, "classes": np.arange(n_classes)}
     if fit.policy in ABLATIONS:
         params = dict(ABLATIONS[fit.policy])
         if fit.max_epochs is not None:
             params["max_epochs"] = fit.max_epochs
-        return EarlyExitPolicy(**common, random_state=fit.seed, **params)
-    return BASELINES[fit.policy](**common)
+        return make_policy("eenet", **common, random_state=fit.seed, **params)
+    return make_policy(fit.policy, **common)
 
 
 def run_fit(fit: Fit) -> tuple[Fit, dict]:
     """Fit one policy and measure it on ``test`` (runs in a joblib worker)."""
     torch.set_num_threads(1)
     data = load_exit_logits(fit.data)
-    budget = budget_at(data.costs, fit.position)
+    budget = budget_at_position(data.costs, fit.position)
     rows = fit_rows(len(data.val_labels), fit)
-    policy = make_policy(fit, data.costs, budget, data.val_logits.shape[2])
+    policy = build_policy(fit, data.costs, budget, data.val_logits.shape[2])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
@@ -208,7 +174,7 @@ def run_fits(fits: Sequence[Fit], n_jobs: int, quiet: bool) -> dict[Fit, dict]:
 
 def oracle_row(name: str, position: float) -> dict:
     data = load_exit_logits(name)
-    budget = budget_at(data.costs, position)
+    budget = budget_at_position(data.costs, position)
     accuracy, exits = oracle_accuracy(
         data.test_logits, data.test_labels, data.costs, budget, return_exits=True
     )
@@ -329,8 +295,8 @@ def comparison_tables(
             share = (eenet - acc["maxprob"]) / (oracle["accuracy"] - acc["maxprob"])
             shares.append(share)
             vs_msdnet.append(eenet - acc["maxprob"])
-            if "learned" in acc:
-                vs_learned.append(eenet - acc["learned"])
+            if "learned-score" in acc:
+                vs_learned.append(eenet - acc["learned-score"])
             eenet_ratios.append(cells["eenet"]["cost_ratio"])
             if gap < 0:
                 best = max((p for p in policies if p != "eenet"), key=lambda p: acc[p])
@@ -497,47 +463,19 @@ def robustness_tables(rows: list[dict], config: dict, sets: Sequence[str]) -> tu
 # --------------------------------------------------------------------------- output
 
 
-def git_state() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-    return f"commit {head}" + (" with uncommitted changes" if dirty else "")
-
-
 #: The lines of a markdown file's header that describe the run which made it.
-RUN_LINES = ("Command:", "Date:", "Machine:", "Versions:", "Runtime:", "Re-rendered")
+RUN_LINES = (*LINE_PREFIXES, "Re-rendered")
 #: A markdown section kept as it is when the file is re-rendered with --render.
 KEPT_SECTION = "## Notes"
 
 
-def run_lines(command: str, run_info: dict) -> list[str]:
+def run_lines(provenance: Provenance, run_info: dict) -> list[str]:
     """The header lines describing a run: command, date, machine, versions, runtime."""
-    load_start, load_end = run_info["load_start"], run_info["load_end"]
-    return [
-        f"Command: `{command}`  ",
-        f"Date: {run_info['date']:%Y-%m-%d %H:%M UTC}; {git_state()}.  ",
-        f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"{run_info['n_jobs']} joblib process(es), torch single-threaded in each; load average "
-        f"(1, 5, 15 min) {', '.join(f'{x:.2f}' for x in load_start)} at start, "
-        f"{', '.join(f'{x:.2f}' for x in load_end)} at end: other processes were sharing the CPUs.  ",
-        f"Versions: Python {platform.python_version()}, eenet_sklearn {eenet_sklearn.__version__}, "
-        f"numpy {np.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
-        f"joblib {joblib.__version__}.  ",
-        f"Runtime: {run_info['wall_s'] / 60:.1f} min wall for the whole run (parts "
-        f"{', '.join(run_info['parts'])}, fits shared between parts run once); this part's fits "
-        f"took {run_info['fit_s'] / 60:.1f} min of CPU in total.  ",
-    ]
+    return provenance.lines(
+        machine_note=f", {run_info['n_jobs']} joblib process(es), torch single-threaded in each",
+        runtime_note=f" for the whole run (parts {', '.join(run_info['parts'])}, fits shared between "
+        f"parts run once); this part's fits took {run_info['fit_s'] / 60:.1f} min of CPU in total",
+    )
 
 
 def header(title: str, run_header: Sequence[str], config: dict, extra: Sequence[str]) -> list[str]:
@@ -714,22 +652,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     parts = list(PARTS) if "all" in args.parts else list(dict.fromkeys(args.parts))
     config = QUICK if args.quick else FULL
-    argv_used = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "benchmarks/paper_comparison.py", *argv_used])
     if args.render:
+        command = command_line("benchmarks/paper_comparison.py", argv)
         return [path for part in parts for path in render(part, config, args.out_dir, command)]
 
-    start, load_start, date = time.perf_counter(), os.getloadavg(), datetime.now(timezone.utc)
+    provenance = Provenance.start("benchmarks/paper_comparison.py", argv)
     fits = {part: part_fits(part, config, args.sets) for part in parts}
     results = run_fits([f for part in parts for f in fits[part]], args.n_jobs, args.quiet)
-    run_info = {
-        "date": date,
-        "load_start": load_start,
-        "load_end": os.getloadavg(),
-        "n_jobs": args.n_jobs,
-        "wall_s": time.perf_counter() - start,
-        "parts": parts,
-    }
+    provenance.finish()
+    run_info = {"n_jobs": args.n_jobs, "parts": parts}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for part in parts:
@@ -739,10 +670,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         info = {**run_info, "fit_s": sum(r["fit_s"] for r in rows)}
         written += [
             csv_path,
-            *write_part(part, rows, config, args.sets, args.out_dir, run_lines(command, info)),
+            *write_part(part, rows, config, args.sets, args.out_dir, run_lines(provenance, info)),
         ]
     if not args.quiet:
-        print(f"{run_info['wall_s'] / 60:.1f} min; wrote:", *map(str, written), sep="\n  ")
+        print(f"{provenance.wall_s / 60:.1f} min; wrote:", *map(str, written), sep="\n  ")
     return written
 
 

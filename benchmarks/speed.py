@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import sklearn
-import torch
+from _provenance import Provenance
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from eenet_sklearn import EarlyExitPolicy, MaxProbPolicy
+from eenet_sklearn._registry import make_policy
 from eenet_sklearn.datasets import make_exit_logits
+from eenet_sklearn.metrics import budget_at_position
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -66,7 +61,7 @@ TARGET_FIT_SECONDS = 60.0  # default fit, N=10^4
 def costs_and_budget(n_exits: int) -> tuple[np.ndarray, float]:
     """Cumulative costs 1..K and a budget 40% of the way from the first to the last."""
     costs = np.arange(1.0, n_exits + 1.0)
-    return costs, float(costs[0] + 0.4 * (costs[-1] - costs[0]))
+    return costs, budget_at_position(costs, 0.4)
 
 
 def synthetic_logits(n_samples: int, n_exits: int, n_classes: int, seed: int) -> np.ndarray:
@@ -102,14 +97,10 @@ def bench_predict(config: dict, repeats: int, seed: int, progress: tqdm) -> list
         )
         classes = np.arange(n_classes)  # a small fitting set may miss a class
         policies = {
-            "EENet": EarlyExitPolicy(
-                costs=costs,
-                budget=budget,
-                max_epochs=config["predictor_epochs"],
-                random_state=0,
-                classes=classes,
+            "EENet": make_policy(
+                "eenet", costs, budget, max_epochs=config["predictor_epochs"], random_state=0, classes=classes
             ).fit(fit_X, fit_y),
-            "MaxProb": MaxProbPolicy(costs=costs, budget=budget, classes=classes).fit(fit_X, fit_y),
+            "MaxProb": make_policy("maxprob", costs, budget, classes=classes).fit(fit_X, fit_y),
         }
         X = synthetic_logits(max(config["predict_sizes"]), n_exits, n_classes, seed)
         for policy in policies.values():
@@ -160,7 +151,7 @@ def bench_fit(config: dict, repeats: int, seed: int, budget_s: float, progress: 
                     progress.update(repeats - len(seconds))
                     break
                 progress.set_postfix_str(f"fit N={n_samples:.0e} ({threads}) run {len(seconds) + 1}")
-                policy = EarlyExitPolicy(costs=costs, budget=budget, random_state=0, **config["fit_params"])
+                policy = make_policy("eenet", costs, budget, random_state=0, **config["fit_params"])
                 with threadpool_limits(limit, user_api="openmp"):
                     seconds.append(timed(policy.fit, X, y))
                 spent += seconds[-1]
@@ -181,31 +172,6 @@ def bench_fit(config: dict, repeats: int, seed: int, budget_s: float, progress: 
     return rows
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict:
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "scikit-learn": sklearn.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
-        "load_average_start": os.getloadavg(),
-    }
-
-
 def fmt_rate(value: float) -> str:
     """``1.23e6`` style."""
     mantissa, exponent = f"{value:.2e}".split("e")
@@ -218,18 +184,11 @@ def fmt_size(n: int) -> str:
     return f"10^{exponent}" if 10**exponent == n else str(n)
 
 
-def markdown(command: str, info: dict, predict: list[dict], fit: list[dict], quick: bool) -> str:
+def markdown(provenance: Provenance, info: dict, predict: list[dict], fit: list[dict], quick: bool) -> str:
     lines = [
         "# Speed: `predict_exit` throughput and `EarlyExitPolicy` fit time",
         "",
-        f"Made by `{command}` on {info['date']}.",
-        "",
-        f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, numpy {info['numpy']}, "
-        f"torch {info['torch']} ({info['torch_threads']} threads), scikit-learn {info['scikit-learn']}, "
-        f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}. Load average (1, 5, 15 min) at start "
-        f"{', '.join(f'{v:.2f}' for v in info['load_average_start'])}, at end "
-        f"{', '.join(f'{v:.2f}' for v in info['load_average_end'])}: other processes sharing "
-        "the CPUs slow every number down.",
+        *provenance.lines(),
         "",
         f"Synthetic logits from `make_exit_logits` (float32). Each entry: median of {info['repeats']} "
         "runs, [min, max] in brackets. Costs 1..K, budget 40% of the way from the first exit's "
@@ -326,17 +285,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--repeats must be at least 1")
     config = QUICK if args.quick else FULL
     out = args.out or RESULTS / ("speed_quick.md" if args.quick else "speed.md")
-    script = Path(__file__).resolve()
-    if script.is_relative_to(Path.cwd()):
-        script = script.relative_to(Path.cwd())
-    options = sys.argv[1:] if argv is None else argv
-    command = " ".join(shlex.quote(part) for part in ["python", script.as_posix(), *options])
-
-    info = machine()
-    info["repeats"] = args.repeats
-    info["predictor_samples"] = config["predictor_samples"]
-    info["predictor_epochs"] = config["predictor_epochs"]
-    info["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    provenance = Provenance.start("benchmarks/speed.py", argv)
+    info = {
+        "repeats": args.repeats,
+        "predictor_samples": config["predictor_samples"],
+        "predictor_epochs": config["predictor_epochs"],
+    }
     n_steps = (
         len(config["predict_shapes"]) * len(config["predict_sizes"]) * 2
         + len(config["fit_sizes"]) * len(FIT_THREADS)
@@ -344,11 +298,11 @@ def main(argv: list[str] | None = None) -> None:
     with tqdm(total=n_steps, desc="speed", unit="run", disable=args.quiet) as progress:
         predict = bench_predict(config, args.repeats, args.seed, progress)
         fit = bench_fit(config, args.repeats, args.seed, args.fit_budget, progress)
-    info["load_average_end"] = os.getloadavg()
+    provenance.finish()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(command, info, predict, fit, args.quick))
-    raw = {"command": command, "machine": info, "predict_exit": predict, "fit": fit}
+    out.write_text(markdown(provenance, info, predict, fit, args.quick))
+    raw = {"provenance": provenance.as_dict(), "settings": info, "predict_exit": predict, "fit": fit}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
     if not args.quiet:
         print(out.read_text())

@@ -14,7 +14,9 @@ from the base class. The rules differ in the score and in how the thresholds are
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from numbers import Integral
+from typing import Protocol
 
 import numpy as np
 from sklearn.base import clone
@@ -62,9 +64,10 @@ class _ConfidenceThresholdPolicy(_GeometricQuotaPolicy):
 class MaxProbPolicy(_ConfidenceThresholdPolicy):
     """MSDNet's budgeted rule: the largest class probability as the exit score.
 
-    Exit quotas are geometric, ``p_k`` proportional to ``rho**k``, with ``rho``
-    chosen so that ``sum_k p_k costs[k]`` equals the budget; each exit's threshold
-    admits its quota of the fitting samples.
+    The budgeted batch classification rule of Huang et al. [1]_. Exit quotas are
+    geometric, ``p_k`` proportional to ``rho**k``, with ``rho`` chosen so that ``sum_k
+    p_k costs[k]`` equals the budget; each exit's threshold admits its quota of the
+    fitting samples.
 
     Parameters
     ----------
@@ -81,6 +84,36 @@ class MaxProbPolicy(_ConfidenceThresholdPolicy):
     ----------
     thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
         As in :class:`EarlyExitPolicy`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        In :meth:`fit`, as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`:
+        missing or invalid ``costs`` and ``budget``, non-numeric, empty, ragged or
+        non-finite ``X``, ``y`` that is not class labels matching ``X``.
+
+    See Also
+    --------
+    EntropyPolicy : The same quotas, with entropy as the confidence.
+    EarlyExitPolicy : EENet, which learns the exit scores and quotas under the budget.
+
+    References
+    ----------
+    .. [1] G. Huang, D. Chen, T. Li, F. Wu, L. van der Maaten and K. Q. Weinberger,
+       "Multi-Scale Dense Networks for Resource Efficient Image Classification",
+       ICLR 2018, arXiv:1703.09844 (budgeted batch classification).
+
+    Examples
+    --------
+    >>> from eenet_sklearn import MaxProbPolicy
+    >>> from eenet_sklearn.datasets import load_exit_logits
+    >>> data = load_exit_logits("mnist_mlp3")
+    >>> policy = MaxProbPolicy(costs=data.costs, budget=0.03)
+    >>> policy = policy.fit(data.val_logits, data.val_labels)
+    >>> round(policy.expected_cost(data.val_logits), 3)  # quotas that spend the budget
+    0.03
+    >>> bool(policy.exit_fractions_[0] > policy.exit_fractions_[1] > policy.exit_fractions_[2])
+    True
     """
 
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
@@ -90,14 +123,48 @@ class MaxProbPolicy(_ConfidenceThresholdPolicy):
 class EntropyPolicy(_ConfidenceThresholdPolicy):
     """BranchyNet's rule: entropy confidence ``1 - H(p) / log C`` as the exit score.
 
-    Quotas and thresholds as in :class:`MaxProbPolicy`; same parameters and attributes.
+    BranchyNet [1]_ leaves at the first exit whose entropy is below a threshold; here
+    the thresholds come from the quotas of :class:`MaxProbPolicy` (MSDNet's), so that
+    the rule meets a budget. Same parameters and attributes as :class:`MaxProbPolicy`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        In :meth:`fit`, as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`:
+        missing or invalid ``costs`` and ``budget``, non-numeric, empty, ragged or
+        non-finite ``X``, ``y`` that is not class labels matching ``X``.
+
+    See Also
+    --------
+    MaxProbPolicy : The same quotas, with the largest probability as the confidence.
+
+    References
+    ----------
+    .. [1] S. Teerapittayanon, B. McDanel and H. T. Kung, "BranchyNet: Fast Inference
+       via Early Exiting from Deep Neural Networks", ICPR 2016.
+
+    Examples
+    --------
+    >>> from eenet_sklearn import EntropyPolicy
+    >>> policy = EntropyPolicy(costs=[1.0, 2.0], budget=1.5)
+    >>> X = [[[5.0, 0.0], [5.0, 0.0]], [[0.1, 0.0], [0.0, 5.0]]]  # sure, then unsure at exit 0
+    >>> policy.fit(X, [0, 1]).predict_exit(X)
+    array([0, 1])
     """
 
     def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
         return entropy_confidence(proba).astype(np.float64)
 
 
-def _positive_proba(estimator: object, inputs: np.ndarray) -> np.ndarray:
+class _FittedClassifier(Protocol):
+    """What :class:`LearnedScorePolicy` uses of a fitted scikit-learn classifier."""
+
+    classes_: np.ndarray
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def _positive_proba(estimator: _FittedClassifier, inputs: np.ndarray) -> np.ndarray:
     """Probability of class 1 ("exit is right"); 0 when the estimator never saw a 1."""
     classes = list(estimator.classes_)
     if 1 not in classes:
@@ -142,6 +209,20 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
     thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
         As in :class:`EarlyExitPolicy`.
 
+    Raises
+    ------
+    ValueError, TypeError
+        In :meth:`fit`, as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`:
+        missing or invalid ``costs`` and ``budget``, non-numeric, empty, ragged or
+        non-finite ``X``, ``y`` that is not class labels matching ``X``.
+        Also ``ValueError`` for unknown or repeated ``confidence`` names, and
+        ``TypeError`` for an ``estimator`` without ``fit`` and ``predict_proba``.
+
+    See Also
+    --------
+    EarlyExitPolicy : Scorers trained jointly with the exit distribution, under the budget.
+    MaxProbPolicy : The same quotas on a fixed confidence measure.
+
     Examples
     --------
     >>> from eenet_sklearn import LearnedScorePolicy
@@ -172,7 +253,7 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
         self.input_type = input_type
         self.classes = classes
 
-    def _check_hyperparameters(self) -> tuple[str, ...]:
+    def _check_hyperparameters(self) -> dict[str, object]:
         confidence = check_confidence(self.confidence, self.class_scores)
         if self.estimator is not None and not (
             hasattr(self.estimator, "fit") and hasattr(self.estimator, "predict_proba")
@@ -181,10 +262,9 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
                 "estimator must be a classifier with fit and predict_proba, got "
                 f"{self.estimator!r}."
             )
-        return confidence
+        return {"_confidence": confidence}
 
     def _fit_scorer(self, proba: np.ndarray, correct: np.ndarray) -> None:
-        self._confidence = self._check_hyperparameters()
         base = LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
         features = exit_features(proba, self._confidence, self.class_scores)
         scores = np.empty(correct.shape, dtype=np.float64)
@@ -233,10 +313,11 @@ def _warn_over_budget(policy: str, setting: str, cost: float, budget: float) -> 
 class PatiencePolicy(BaseExitPolicy):
     """PABEE's rule: leave once the prediction has stayed the same for ``patience`` exits.
 
-    A sample leaves at the first exit ``k >= min_exit`` where exits
-    ``k - patience + 1, ..., k`` all predict the same class (so ``patience=1``
-    sends everyone out at ``min_exit``); the last exit takes the rest. PABEE's
-    patience ``t`` counts *unchanged* predictions, and is ``patience - 1`` here.
+    Patience-based early exit (PABEE, Zhou et al. [1]_). A sample leaves at the first
+    exit ``k >= min_exit`` where exits ``k - patience + 1, ..., k`` all predict the same
+    class (so ``patience=1`` sends everyone out at ``min_exit``); the last exit takes
+    the rest. PABEE's patience ``t`` counts *unchanged* predictions, and is ``patience -
+    1`` here.
 
     Settings left as ``None`` are chosen on the fitting data: among every
     ``patience`` in ``1..n_exits`` and ``min_exit`` in ``0..n_exits - 1``, the most
@@ -276,6 +357,32 @@ class PatiencePolicy(BaseExitPolicy):
     exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
         As in :class:`EarlyExitPolicy`; ``budget_`` is ``None`` when none was given.
 
+    Raises
+    ------
+    ValueError, TypeError
+        In :meth:`fit`, as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`:
+        missing or invalid ``costs`` and ``budget``, non-numeric, empty, ragged or
+        non-finite ``X``, ``y`` that is not class labels matching ``X``.
+        Also ``ValueError`` without a budget when ``patience`` is ``None``, and for
+        ``patience < 1`` or ``min_exit`` outside ``[0, n_exits - 1]`` (``TypeError``
+        when not an integer).
+
+    Warns
+    -----
+    UserWarning
+        In :meth:`fit`, when the setting used spends more than the budget on the
+        fitting data.
+
+    See Also
+    --------
+    FixedExitPolicy : Every sample at one exit.
+    EarlyExitPolicy : EENet, which learns when to leave under the budget.
+
+    References
+    ----------
+    .. [1] W. Zhou, C. Xu, T. Ge, J. McAuley, K. Xu and F. Wei, "BERT Loses Patience:
+       Fast and Robust Inference with Early Exit", NeurIPS 2020, arXiv:2006.04152.
+
     Examples
     --------
     >>> from eenet_sklearn import PatiencePolicy
@@ -304,11 +411,12 @@ class PatiencePolicy(BaseExitPolicy):
         self.input_type = input_type
         self.classes = classes
 
-    def _check_hyperparameters(self) -> None:
+    def _check_hyperparameters(self) -> dict[str, object]:
         if self.patience is not None:
             check_scalar(self.patience, "patience", Integral, min_val=1)
         if self.min_exit is not None:
             check_scalar(self.min_exit, "min_exit", Integral, min_val=0)
+        return {}
 
     def _check_budget(self, budget: object, costs: np.ndarray) -> float | None:
         if self.min_exit is not None:
@@ -327,7 +435,10 @@ class PatiencePolicy(BaseExitPolicy):
     ) -> tuple[np.ndarray, np.ndarray]:
         n_exits = self.n_exits_
         free = self.budget_ is not None
-        patiences = [self.patience] if self.patience is not None else range(1, n_exits + 1)
+        patiences: Sequence[int] = (
+            [self.patience] if self.patience is not None else range(1, n_exits + 1)
+        )
+        min_exits: Sequence[int]
         if self.min_exit is not None:
             min_exits = [self.min_exit]
         else:
@@ -394,6 +505,25 @@ class FixedExitPolicy(BaseExitPolicy):
     thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
         As in :class:`EarlyExitPolicy`; ``budget_`` is ``None`` when none was given.
 
+    Raises
+    ------
+    ValueError, TypeError
+        In :meth:`fit`, as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`:
+        missing or invalid ``costs`` and ``budget``, non-numeric, empty, ragged or
+        non-finite ``X``, ``y`` that is not class labels matching ``X``.
+        Also ``ValueError`` without a budget when ``exit`` is ``None``, and for an
+        ``exit`` outside ``[0, n_exits - 1]`` (``TypeError`` when not an integer).
+
+    Warns
+    -----
+    UserWarning
+        In :meth:`fit`, when the given ``exit`` costs more than the given budget.
+
+    See Also
+    --------
+    PatiencePolicy : Leave once the predictions agree.
+    eenet_sklearn.metrics.oracle_accuracy : The bound no policy can pass.
+
     Examples
     --------
     >>> from eenet_sklearn import FixedExitPolicy
@@ -412,9 +542,10 @@ class FixedExitPolicy(BaseExitPolicy):
         self.input_type = input_type
         self.classes = classes
 
-    def _check_hyperparameters(self) -> None:
+    def _check_hyperparameters(self) -> dict[str, object]:
         if self.exit is not None:
             check_scalar(self.exit, "exit", Integral, min_val=0)
+        return {}
 
     def _check_budget(self, budget: object, costs: np.ndarray) -> float | None:
         if self.exit is not None:

@@ -23,32 +23,15 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from ._baselines import (
-    EntropyPolicy,
-    FixedExitPolicy,
-    LearnedScorePolicy,
-    MaxProbPolicy,
-    PatiencePolicy,
-)
-from ._demo import DEMO_DATA, DemoSettings, run_demo
-from ._eenet import EarlyExitPolicy
-from ._validation import check_budget, check_costs
+from ._demo import DEMO_COUNTS, DEMO_DATA, DEMO_DEFAULTS, DemoSettings, run_demo
+from ._registry import POLICIES
+from ._report import budget_curve_table, colour_only_on_terminals, exit_percentages, save_budget_curve_plot
+from ._validation import check_budget, check_costs, check_positions
 from .base import BaseExitPolicy
-from .metrics import budget_curve
+from .metrics import budget_at_position, budget_curve
 
 _PROG = "eenet-sklearn"
-
-#: Policy names accepted by ``--policy`` and ``--policies``, in the order help lists them.
-POLICIES = {
-    "eenet": EarlyExitPolicy,
-    "maxprob": MaxProbPolicy,
-    "entropy": EntropyPolicy,
-    "patience": PatiencePolicy,
-    "fixed": FixedExitPolicy,
-    "learned-score": LearnedScorePolicy,
-}
 
 #: Keys tried for the costs when ``--costs-key`` is not given.
 _COSTS_KEYS = ("costs", "costs_ms")
@@ -169,18 +152,26 @@ def _check_output(path: str, option: str, suffixes: Sequence[str] | None = None)
 
 
 def _make_policy(name: str, args: argparse.Namespace) -> BaseExitPolicy:
-    """An unfitted policy of the given CLI name; the EENet options apply to ``eenet`` only."""
-    if name == "eenet":
+    """An unfitted policy of the given CLI name, with the training options that apply to it."""
+    spec = POLICIES[name]
+    options = {option: getattr(args, option) for option in spec.cli_options}
+    if "device" in options and options["device"] == "cuda" and not torch.cuda.is_available():
         # Caught here, not deep inside torch with a traceback.
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise CommandError("--device cuda: no CUDA device is available; use --device auto or cpu")
-        return EarlyExitPolicy(
-            max_epochs=args.max_epochs,
-            random_state=args.random_state,
-            device=args.device,
-            verbose=int(args.verbose),
+        raise CommandError("--device cuda: no CUDA device is available; use --device auto or cpu")
+    if "verbose" in options:
+        options["verbose"] = int(options["verbose"])
+    return spec.build(**options)
+
+
+def _warn_if_not_binding(budget: float, costs: np.ndarray, option: str) -> None:
+    """Warn that a budget above the last exit's cost constrains nothing."""
+    if budget > costs[-1]:
+        warnings.warn(
+            f"{option} {budget:.6g} is above the last exit's cost {costs[-1]:.6g}: it does not bind "
+            "(every sample can reach the last exit)",
+            UserWarning,
+            stacklevel=2,
         )
-    return POLICIES[name]()
 
 
 def _load_policy(path: str) -> BaseExitPolicy:
@@ -200,11 +191,6 @@ def _load_policy(path: str) -> BaseExitPolicy:
     return policy
 
 
-def _exit_percentages(fractions: np.ndarray) -> str:
-    """``"41 / 30 / 19 / 10"``: the percentage of samples per exit."""
-    return " / ".join(f"{100 * fraction:.0f}" for fraction in fractions)
-
-
 def _say(args: argparse.Namespace, message: str) -> None:
     """Print a result line on stdout unless ``--quiet``."""
     if not args.quiet:
@@ -219,6 +205,7 @@ def _run_fit(args: argparse.Namespace) -> None:
     _check_output(args.output, "--output")
     data = _read_fit_data(args, args.data, args.split)
     policy = _make_policy(args.policy, args)
+    _warn_if_not_binding(args.budget, check_costs(data["costs"]), "--budget")
     policy.fit(data["logits"], data["labels"], costs=data["costs"], budget=args.budget)
     joblib.dump(policy, args.output)
     accuracy = policy.score(data["logits"], data["labels"])
@@ -227,7 +214,7 @@ def _run_fit(args: argparse.Namespace) -> None:
         args,
         f"{type(policy).__name__} fitted on {len(data['labels'])} samples for budget {policy.budget_:.6g}\n"
         f"on the fitting data: accuracy {accuracy:.4f}, mean cost {cost:.6g}, "
-        f"exits (%) {_exit_percentages(policy.exit_fractions_)}\n"
+        f"exits (%) {exit_percentages(policy.exit_fractions_)}\n"
         f"saved to {args.output}",
     )
 
@@ -251,58 +238,21 @@ def _run_predict(args: argparse.Namespace) -> None:
     _say(
         args,
         f"{len(exits)} samples: mean cost {policy.costs_[exits].mean():.6g} (budget {budget}), "
-        f"exits (%) {_exit_percentages(np.bincount(exits, minlength=policy.n_exits_) / len(exits))}\n"
+        f"exits (%) {exit_percentages(np.bincount(exits, minlength=policy.n_exits_) / len(exits))}\n"
         f"written to {args.output}",
     )
 
 
 def _evaluation_budgets(args: argparse.Namespace, costs: np.ndarray) -> list[float]:
-    """Absolute budgets from ``--budgets`` or ``--positions``, checked before any fit."""
+    """Absolute budgets from ``--budgets`` or ``--positions``, in increasing order, checked before any fit."""
     costs = check_costs(costs)
     if args.budgets is not None:
-        return [check_budget(budget, costs) for budget in args.budgets]
-    bad = [position for position in args.positions if not 0.0 <= position <= 1.0]
-    if bad:
-        raise CommandError(f"--positions must lie in [0, 1], got {bad}")
-    return [float(costs[0] + position * (costs[-1] - costs[0])) for position in args.positions]
-
-
-def _curve_rows(
-    policies: Mapping[str, BaseExitPolicy],
-    fit: Mapping[str, np.ndarray],
-    test: Mapping[str, np.ndarray],
-    budgets: list[float],
-    *,
-    oracle: bool,
-    quiet: bool,
-) -> list[dict]:
-    """Rows of :func:`~eenet_sklearn.metrics.budget_curve`, one fit at a time for the progress bar."""
-    data = (fit["logits"], fit["labels"], test["logits"], test["labels"], fit["costs"])
-    rows = []
-    fits = [(budget, name) for budget in budgets for name in policies]
-    for budget, name in tqdm(fits, desc="fits", unit="fit", disable=quiet, file=sys.stderr):
-        rows += budget_curve({name: policies[name]}, *data, [budget], include_oracle=False, as_frame=False)
-    if oracle:
-        rows += budget_curve({}, *data, budgets, as_frame=False)
-    # Budget by budget, the policies in the given order and then the oracle.
-    order = [*policies, "oracle"]
-    return sorted(rows, key=lambda row: (row["budget"], order.index(row["policy"])))
-
-
-def _markdown_table(rows: list[dict], costs: np.ndarray) -> str:
-    """The rows as a markdown table, with each budget's position between the exit costs."""
-    lines = [
-        "| budget | position | policy | accuracy | mean cost | cost / budget | exits (%) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        position = (row["budget"] - costs[0]) / (costs[-1] - costs[0])
-        lines.append(
-            f"| {row['budget']:.6g} | {position:.3f} | {row['policy']} | {row['accuracy']:.4f} "
-            f"| {row['mean_cost']:.6g} | {row['mean_cost'] / row['budget']:.3f} "
-            f"| {_exit_percentages(row['exit_fractions'])} |"
-        )
-    return "\n".join(lines)
+        budgets = [check_budget(budget, costs) for budget in args.budgets]
+        for budget in budgets:
+            _warn_if_not_binding(budget, costs, "--budgets")
+        return sorted(budgets)
+    check_positions(args.positions, "--positions")
+    return sorted(budget_at_position(costs, args.positions).tolist())
 
 
 def _write_csv_table(path: str, rows: list[dict]) -> None:
@@ -316,17 +266,15 @@ def _write_csv_table(path: str, rows: list[dict]) -> None:
             writer.writerow([*values, *row["exit_fractions"].tolist()])
 
 
-def _save_plot(path: str, rows: list[dict], title: str) -> None:
-    """Draw the rows with :class:`~eenet_sklearn.plotting.BudgetCurveDisplay` into a PNG."""
-    from .plotting import BudgetCurveDisplay, _import_matplotlib
+def _fit_classes(fit: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The classes of the fitting data when they name every logit column, else ``None``.
 
-    plt = _import_matplotlib(f"{_PROG} evaluate --plot")
-    # A file is all we draw: no window, whatever the default backend.
-    plt.switch_backend("agg")
-    display = BudgetCurveDisplay.from_predictions(rows)
-    display.ax_.set_title(title)
-    display.figure_.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(display.figure_)
+    Given to every policy and to the oracle, so that a test file lacking a class is
+    measured with the columns the policies were fitted with.
+    """
+    classes, logits = np.unique(fit["labels"]), fit["logits"]
+    n_columns = logits.shape[-1] if logits.ndim == 3 else logits.shape[-1] // max(len(fit["costs"]), 1)
+    return classes if len(classes) == n_columns else None
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -340,8 +288,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     budgets = _evaluation_budgets(args, fit["costs"])
     # A dict: a policy named twice is fitted once.
     policies = {name: _make_policy(name, args) for name in args.policies}
-    rows = _curve_rows(policies, fit, test, budgets, oracle=args.oracle, quiet=args.quiet)
-    table = _markdown_table(rows, fit["costs"])
+    rows = budget_curve(
+        policies, fit["logits"], fit["labels"], test["logits"], test["labels"], fit["costs"], budgets,
+        include_oracle=args.oracle, classes=_fit_classes(fit), as_frame=False, verbose=int(not args.quiet),
+    )
+    table = budget_curve_table(rows, fit["costs"])
     _say(args, table)
     if args.table is not None:
         if table_suffix == ".csv":
@@ -349,7 +300,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         else:
             Path(args.table).write_text(table + "\n")
     if args.plot is not None:
-        _save_plot(args.plot, rows, title=Path(args.test_data or args.fit_data).stem)
+        save_budget_curve_plot(
+            rows, args.plot, title=Path(args.test_data or args.fit_data).stem,
+            caller=f"{_PROG} evaluate --plot",
+        )
 
 
 # --- Parser --------------------------------------------------------------------------------
@@ -493,27 +447,36 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    """``demo``: the main job; prints its report on stdout (progress and epoch log on stderr)."""
+    # Checked here to name the options; run_demo checks the settings again, by their names.
+    counts = {name: getattr(args, name) for name in DEMO_COUNTS if hasattr(args, name)}
+    for name, value in counts.items():
+        if value < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_positions(args.budgets, "--budgets")
     settings = DemoSettings(
-        data=args.data, budgets=tuple(args.budgets), epochs=args.epochs, train_size=args.train_size,
-        val_size=args.val_size, test_size=args.test_size, batch_size=args.batch_size,
-        policy_epochs=args.policy_epochs, output_dir=Path(args.output_dir), quiet=args.quiet,
+        data=args.data, budgets=tuple(args.budgets), output_dir=Path(args.output_dir), quiet=args.quiet,
+        **counts,
     )
-    for name in ("epochs", "train_size", "val_size", "test_size", "batch_size", "policy_epochs"):
-        if getattr(settings, name) < 1:
-            option = "--" + name.replace("_", "-")
-            raise CommandError(f"{option} must be at least 1, got {getattr(settings, name)}")
-    print(run_demo(settings))
+    print(run_demo(settings).to_markdown(), flush=True)
 
 
 def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     defaults = DemoSettings()
+    per_data = "; ".join(
+        f"{data}: {values['train_size']} / {values['val_size']} / {values['test_size']}, "
+        f"{values['epochs']} epochs, {values['timing_size']} timed"
+        for data, values in DEMO_DEFAULTS.items()
+    )
     parser = commands.add_parser(
         "demo",
         help="the main job: train a multi-exit network, fit EENet and the baselines, exit early for real",
         description="Train a multi-exit network on data shipped by packages (no download), measure its "
         "per-exit costs, fit EENet and the baselines at several budgets, print the accuracy/cost table, "
-        "save the budget-accuracy plot and the fitted EENet policy, and run real early-exit inference to "
-        "measure the saving. About a minute on 2 CPU cores with the defaults.",
+        "save the budget-accuracy plot and the fitted EENet policy, and time real early-exit inference "
+        "against the full network. With the defaults, about a minute on 2 CPU cores for the images and "
+        "a few minutes for the movie reviews. Default train / held-out / test sizes, epochs and "
+        f"timed samples, by data set: {per_data}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -526,18 +489,29 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
         "--budgets", type=float, nargs="+", default=list(defaults.budgets),
         help="budgets as positions between the first (0) and last (1) exit cost",
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs of the network")
-    parser.add_argument("--train-size", type=int, default=defaults.train_size, help="training samples")
+    # Per-data defaults (see the description): SUPPRESS keeps them out of the namespace when not given.
+    per_data_default = {"default": argparse.SUPPRESS, "type": int}
     parser.add_argument(
-        "--val-size", type=int, default=defaults.val_size, help="held-out samples the policies are fitted on"
+        "--epochs", **per_data_default, help="training epochs of the network (default: by --data, see above)"
     )
-    parser.add_argument("--test-size", type=int, default=defaults.test_size, help="test samples")
+    parser.add_argument("--train-size", **per_data_default, help="training samples (default: by --data)")
+    parser.add_argument(
+        "--val-size", **per_data_default,
+        help="held-out samples the policies are fitted on, a random draw disjoint from the training "
+        "samples (default: by --data)",
+    )
+    parser.add_argument("--test-size", **per_data_default, help="test samples (default: by --data)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="batch size of the cost measurement and of early-exit inference (at 1, "
                         "the per-exit decision, 0.1-0.3 ms on a small CPU, is as costly as a stage of "
                         "the demo's small CNN)")
     parser.add_argument("--policy-epochs", type=int, default=defaults.policy_epochs,
                         help="epochs of EENet's scorer (its max_epochs)")
+    parser.add_argument("--timing-rounds", type=int, default=defaults.timing_rounds,
+                        help="rounds of the inference timing, each timing the full network and every budget; "
+                        "the report gives the median ratio and its range")
+    parser.add_argument("--timing-size", **per_data_default,
+                        help="test samples timed in each round, the first ones (default: by --data)")
     parser.add_argument("--output-dir", default=str(defaults.output_dir),
                         help="where the plot, the policy and results.md go")
     parser.add_argument("--quiet", action="store_true", help="print only the report")
@@ -592,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        with _one_line_warnings():
+        with colour_only_on_terminals(), _one_line_warnings():
             args.handler(args)
     except _USER_ERRORS as exc:
         print(f"{_PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)

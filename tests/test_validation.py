@@ -11,6 +11,7 @@ from scipy.special import softmax
 from sklearn.utils import Bunch
 
 from eenet_sklearn import EarlyExitPolicy, EntropyPolicy, MaxProbPolicy
+from eenet_sklearn.base import FitParameterOverrideWarning
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,8 @@ def test_budget_accepts_numpy_scalars(mnist: Bunch) -> None:
 # --- fit-time costs and budget -------------------------------------------------------------
 def test_fit_time_budget_overrides_for_that_fit_only(make_eenet: Callable, mnist: Bunch) -> None:
     policy = make_eenet(costs=mnist.costs, budget=mnist.costs[1])
-    policy.fit(mnist.X, mnist.y, budget=mnist.costs[-1])
+    with pytest.warns(FitParameterOverrideWarning, match=r"fit\(budget=0.048843\) overrides"):
+        policy.fit(mnist.X, mnist.y, budget=mnist.costs[-1])
     assert policy.budget_ == mnist.costs[-1]
     assert policy.get_params()["budget"] == mnist.costs[1]
     # The fit-time budget is what the policy obeys: every sample at the last exit.
@@ -174,7 +176,9 @@ def test_fit_time_values_equal_constructor_values(
 def test_fit_time_costs_override(mnist: Bunch, fitted_maxprob: MaxProbPolicy) -> None:
     costs, budget = mnist.costs, mnist.costs[1]
     policy = MaxProbPolicy(costs=costs, budget=budget)
-    policy.fit(mnist.X, mnist.y, costs=costs * 1000, budget=budget * 1000)
+    with pytest.warns(FitParameterOverrideWarning) as record:
+        policy.fit(mnist.X, mnist.y, costs=costs * 1000, budget=budget * 1000)
+    assert sorted(str(w.message).split("=")[0] for w in record) == ["fit(budget", "fit(costs"]
     assert_array_equal(policy.costs_, costs * 1000)
     assert policy.budget_ == budget * 1000
     assert policy.get_params()["costs"] is costs and policy.get_params()["budget"] == budget

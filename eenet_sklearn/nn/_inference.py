@@ -26,6 +26,12 @@ class EarlyExitResult:
     seconds : float
         Wall-clock time of the whole run (network, decisions, transfers).
     batch_size : int
+        The batch size of the run.
+
+    See Also
+    --------
+    early_exit_predict : Makes it.
+    time_full_network : The full network's time over the same inputs, to compare ``seconds`` with.
     """
 
     labels: np.ndarray
@@ -64,6 +70,23 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
     Returns
     -------
     EarlyExitResult
+        ``labels`` and ``exits`` of shape (n_samples,), ``seconds`` (wall clock, s).
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``policy`` is not fitted.
+    ValueError
+        If the policy was fitted on probabilities rather than logits, its number of
+        exits differs from the network's, or ``batch_size`` is not a positive integer.
+    TypeError
+        If ``network`` is neither a ``MultiExitNetwork`` nor a fitted ``MultiExitClassifier``.
+
+    See Also
+    --------
+    eenet_sklearn.base.BaseExitPolicy.decide_at_exit : The decision made after each exit.
+    time_full_network : The time of the network without early exits.
+    measure_latency : The per-exit costs to fit the policy with.
     """
     check_is_fitted(policy)
     if getattr(policy, "input_type", "logits") != "logits":
@@ -123,6 +146,18 @@ def time_full_network(network, X, *, batch_size: int = 256, device=None) -> floa
     Returns
     -------
     float
+        Seconds of wall-clock time over all of ``X``.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not a positive integer.
+    TypeError
+        If ``network`` is neither a ``MultiExitNetwork`` nor a fitted ``MultiExitClassifier``.
+
+    See Also
+    --------
+    early_exit_predict : The same run with early exits.
     """
     batch_size = check_batch_size(batch_size)
     module, device = resolve_network(network, device)

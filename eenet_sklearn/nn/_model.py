@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,10 +111,27 @@ class MultiExitNetwork(nn.Module):
         return self
 
     def run_stage(self, k: int, state, inputs=None):
-        """Output of stage ``k``: on ``inputs`` for the first stage, on ``state`` after."""
+        """Output of stage ``k``: on ``inputs`` for the first stage, on ``state`` after.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the first stage fails on ``inputs`` whose dtype or shape does not fit
+            its first layer (a convolution, linear or embedding layer): the error names
+            ``X``, what was given and what the layer expects, instead of torch's.
+        """
         if k > 0:
             return self.stages[k](state)
-        return self.stages[0](**inputs) if isinstance(inputs, dict) else self.stages[0](inputs)
+        try:
+            return self.stages[0](**inputs) if isinstance(inputs, dict) else self.stages[0](inputs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            # Diagnosed only on failure: a successful call costs nothing extra.
+            mismatch = first_stage_mismatch(self.stages[0], inputs)
+            if mismatch is None:
+                raise
+            error, message = mismatch
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise error(f"{message} (torch: {first_line})") from None
 
     def forward(self, X=None, **inputs) -> torch.Tensor:
         """All exits' logits, ``(n_samples, n_exits, n_classes)``."""
@@ -124,6 +142,102 @@ class MultiExitNetwork(nn.Module):
                 state = self.run_stage(k, state, inputs)
             logits.append(head(state))
         return torch.stack(logits, dim=1)
+
+
+def _first_layer(stage: nn.Module) -> nn.Module:
+    """The layer that first sees a stage's input, following first children of containers."""
+    layer = stage
+    while isinstance(layer, (nn.Sequential, nn.ModuleList)) and len(layer):
+        layer = layer[0]
+    return layer
+
+
+def first_stage_mismatch(
+    stage: nn.Module, inputs, given: str | None = None
+) -> tuple[type[Exception], str] | None:
+    """Why ``inputs`` cannot enter ``stage``, when its first layer says so; else ``None``.
+
+    Reads the first layer (a convolution, ``nn.Linear`` or ``nn.Embedding``) and the
+    inputs' dtype and shape only: no forward pass (``inputs`` may be a meta tensor).
+    Returns the exception type and message; ``given`` describes the inputs in it.
+    """
+    if not isinstance(inputs, torch.Tensor):
+        return None
+    layer = _first_layer(stage)
+    if given is None:
+        given = f"a batch of shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
+    problems: list[str] = []
+    hints: list[str] = []
+    error: type[Exception] = ValueError
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        n_dims = len(layer.kernel_size)
+        axes = ", ".join(["height", "width"][-n_dims:] if n_dims <= 2 else ["depth", "height", "width"])
+        expected = f"float input of shape (n_samples, {layer.in_channels}, {axes})"
+        if inputs.ndim != n_dims + 2:
+            problems.append(f"{inputs.ndim} axes instead of {n_dims + 2}")
+            if inputs.ndim == n_dims + 1 and layer.in_channels == 1:
+                hints.append("add the channel axis, e.g. X[:, None]")
+        elif inputs.shape[1] != layer.in_channels:
+            problems.append(f"{inputs.shape[1]} channels (axis 1) instead of {layer.in_channels}")
+    elif isinstance(layer, nn.Linear):
+        expected = f"float input of shape (n_samples, {layer.in_features})"
+        if inputs.ndim < 2 or inputs.shape[-1] != layer.in_features:
+            length = inputs.shape[-1] if inputs.ndim else 0
+            problems.append(f"a last axis of length {length} instead of {layer.in_features}")
+    elif isinstance(layer, nn.Embedding):
+        if inputs.is_floating_point() or inputs.is_complex():
+            return TypeError, (
+                f"X does not fit the network's first stage: got {given}, but its first layer, "
+                f"{layer}, expects integer token ids (torch.long)."
+            )
+        return None
+    else:
+        return None
+    weight_dtype = layer.weight.dtype
+    if inputs.dtype != weight_dtype:
+        problems.append(f"dtype {inputs.dtype} instead of {weight_dtype}")
+        if not inputs.is_floating_point():
+            hints.append("convert it, e.g. X.astype(np.float32) / 255 for 8-bit images")
+        else:
+            hints.append(f"convert it, e.g. X.astype(np.{str(weight_dtype).removeprefix('torch.')})")
+        if not problems[:-1]:
+            error = TypeError
+    if not problems:
+        return None
+    message = (
+        f"X does not fit the network's first stage: got {given} ({'; '.join(problems)}); "
+        f"its first layer, {layer}, expects {expected}."
+    )
+    if hints:
+        message += " To fix: " + "; ".join(hints) + "."
+    return error, message
+
+
+def check_first_stage_input(network: nn.Module, X) -> None:
+    """Raise the first stage's mismatch error for a whole input array, before any work.
+
+    For a NumPy array or tensor ``X`` and a network whose first stage starts with a layer
+    :func:`first_stage_mismatch` reads; anything else passes (the stage itself decides).
+    """
+    stages = getattr(network, "stages", None)
+    if not stages:
+        return
+    if isinstance(X, np.ndarray):
+        try:
+            dtype = torch.from_numpy(np.empty(0, dtype=X.dtype)).dtype
+        except TypeError:  # a dtype torch has no tensor for (object, strings)
+            return
+        inputs = torch.empty(X.shape, dtype=dtype, device="meta")  # no memory
+    elif isinstance(X, torch.Tensor):
+        inputs = X
+    else:
+        return
+    mismatch = first_stage_mismatch(
+        stages[0], inputs, given=f"an array of shape {tuple(X.shape)} and dtype {X.dtype}"
+    )
+    if mismatch is not None:
+        error, message = mismatch
+        raise error(message)
 
 
 def check_cut_points(values: Sequence[int], name: str, low: int, high: int, what: str) -> list[int]:

@@ -46,6 +46,19 @@ def measure_latency(
     -------
     ndarray of shape (n_exits,)
         Strictly increasing costs in milliseconds per sample: the ``costs`` a policy takes.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size``, ``n_warmup`` or ``n_repeats`` is not an integer in range, or
+        ``X`` has fewer than ``batch_size`` samples.
+    TypeError
+        If ``network`` is neither a ``MultiExitNetwork`` nor a fitted ``MultiExitClassifier``.
+
+    See Also
+    --------
+    count_flops : A deterministic cost: FLOPs per exit.
+    early_exit_predict : Inference that pays these costs.
     """
     batch_size = check_batch_size(batch_size)
     for name, value, low in (("n_warmup", n_warmup, 0), ("n_repeats", n_repeats, 1)):
@@ -95,6 +108,17 @@ def count_flops(network, X, *, batch_size: int = 1, device=None) -> np.ndarray:
     -------
     ndarray of shape (n_exits,)
         FLOPs per sample to reach each exit (stages and heads ``0..k``).
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not a positive integer or ``X`` has fewer samples.
+    TypeError
+        If ``network`` is neither a ``MultiExitNetwork`` nor a fitted ``MultiExitClassifier``.
+
+    See Also
+    --------
+    measure_latency : Measured wall-clock milliseconds per exit, what a deployment pays.
     """
     batch_size = check_batch_size(batch_size)
     module, device = resolve_network(network, device)

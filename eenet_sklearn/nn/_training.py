@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from skorch import NeuralNetClassifier
 from torch import nn
+
+from ._model import check_first_stage_input
 
 
 class DepthWeightedLoss(nn.Module):
@@ -76,9 +79,10 @@ class MultiExitClassifier(NeuralNetClassifier):
 
     A skorch :class:`~skorch.NeuralNetClassifier` whose criterion weighs every exit
     (:class:`DepthWeightedLoss`). ``predict`` / ``predict_proba`` / ``score`` use the
-    last exit; :meth:`transform` gives all exits' logits, so that
-    ``Pipeline([("net", MultiExitClassifier(...)), ("policy", EarlyExitPolicy(...))])``
-    works end to end. Labels are class indices ``0 .. n_classes - 1``.
+    last exit; :meth:`transform` gives all exits' logits. To chain a trained network
+    and a policy, freeze the network so that the policy is fitted on held-out data:
+    ``Pipeline([("net", FrozenEstimator(net)), ("policy", policy)]).fit(X_val, y_val)``
+    (``sklearn.frozen.FrozenEstimator``). Labels are class indices ``0 .. n_classes - 1``.
 
     Parameters
     ----------
@@ -145,6 +149,62 @@ class MultiExitClassifier(NeuralNetClassifier):
                 )
             self.module_.freeze_stages(True)
         return self
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Train for ``max_epochs`` more epochs, without re-initialising (as skorch's).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` (an array or tensor) does not fit the first layer of the
+            network's first stage, in dtype or shape: checked before training.
+        """
+        if not self.initialized_:
+            self.initialize()
+        check_first_stage_input(self.module_, X)
+        return super().partial_fit(X, y, classes, **fit_params)
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """Train the network on ``X``, then return all exits' logits on the same rows.
+
+        What ``Pipeline.fit`` calls on a step that is not the last. The logits of the
+        rows the network was trained on are more confident, and more often right, than
+        on new data: a policy fitted on them misjudges which exit is right and misses
+        its budget on new data. Fit the policy on held-out data instead (see Warns).
+
+        Parameters
+        ----------
+        X : input data
+            Anything skorch accepts.
+        y : array-like of shape (n_samples,)
+            Class indices ``0 .. n_classes - 1``.
+        **fit_params
+            Passed to :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_exits, n_classes)
+            The logits of the rows trained on.
+
+        Warns
+        -----
+        UserWarning
+            Always: the logits are of training rows. For a network followed by a
+            policy, train the network first and freeze it with scikit-learn's
+            ``FrozenEstimator``, then fit the pipeline on held-out data:
+            ``Pipeline([("net", FrozenEstimator(net)), ("policy", policy)]).fit(X_val, y_val)``.
+        """
+        warnings.warn(
+            "MultiExitClassifier.fit_transform trains the network on X and returns its logits "
+            "on the same rows, so a policy after it in a Pipeline is fitted on training logits "
+            "(over-confident: it misses its budget on new data). Train the network first, then "
+            "fit the policy on held-out data with the network frozen: Pipeline([('net', "
+            "FrozenEstimator(net)), ('policy', policy)]).fit(X_val, y_val), with "
+            "sklearn.frozen.FrozenEstimator.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return self.fit(X, y, **fit_params).transform(X)
 
     def transform(self, X) -> np.ndarray:
         """All exits' logits.
