@@ -341,7 +341,7 @@ def test_legend_placement_is_settable():
 def test_missing_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"eenet-sklearn\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         ExitDistributionDisplay.from_predictions([0, 1], n_exits=2)
     with pytest.raises(ImportError, match=r"BudgetCurveDisplay.plot needs matplotlib"):
         BudgetCurveDisplay(["a"], [[1.0]], [[0.5]], [[1.0]]).plot()
