@@ -35,7 +35,6 @@ from tqdm import tqdm
 from eenet_sklearn._recipes import (
     image_inputs,
     movie_review_splits,
-    take_rows,
     train_encoder_heads,
     train_image_cnn,
 )
@@ -48,6 +47,7 @@ from eenet_sklearn.nn import (
     measure_latency,
     time_full_network,
 )
+from eenet_sklearn.nn._batches import row_slice
 
 RESULTS = Path(__file__).parent / "results"
 BUDGET_FRACTIONS = (0.4, 0.6, 0.8)
@@ -103,7 +103,7 @@ def measure_case(name: str, case, config: dict, progress, notes: list[str]) -> l
     val_logits = net.transform(X_val)
     rows = []
     for batch_size, n_test in config[name]["test"].items():
-        X, y = take_rows(X_test, slice(0, n_test)), y_test[:n_test]
+        X, y = row_slice(X_test, slice(0, n_test)), y_test[:n_test]
         logits = net.transform(X)
         costs = measure_latency(
             net, X, batch_size=batch_size, n_repeats=config["latency_repeats"][batch_size]

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from ._recipes import (
     image_inputs,
     movie_review_splits,
-    take_rows,
     train_encoder_heads,
     train_image_cnn,
 )
@@ -33,6 +32,7 @@ from ._report import budget_curve_table, save_budget_curve_plot
 from ._validation import check_positions
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist, load_mnist
 from .metrics import budget_at_position, budget_curve
+from .nn._batches import row_slice
 
 if TYPE_CHECKING:
     from .nn import EarlyExitResult
@@ -460,7 +460,7 @@ def time_inference(net, policies: list, X, y: np.ndarray, logits: np.ndarray, co
     from .nn import early_exit_predict, time_full_network
 
     # Untimed warm-up of every code path on one batch (allocator, kernels, caches).
-    first = take_rows(X, slice(0, batch_size))
+    first = row_slice(X, slice(0, batch_size))
     time_full_network(net, first, batch_size=batch_size)
     for policy in policies:
         early_exit_predict(net, policy, first, batch_size=batch_size)
@@ -548,7 +548,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     timed = slice(0, min(settings.timing_size, len(data.test.y)))
     _say(settings, f"Timing early-exit inference on {timed.stop} test samples...")
     timings, full_network_ms = time_inference(
-        net, eenets, take_rows(data.test.X, timed), data.test.y[timed], test_logits[timed], costs,
+        net, eenets, row_slice(data.test.X, timed), data.test.y[timed], test_logits[timed], costs,
         batch_size=batch_size, rounds=settings.timing_rounds, quiet=settings.quiet,
     )
     step("inference", clock)

@@ -140,8 +140,3 @@ def train_encoder_heads(model, X, y: np.ndarray, *, exit_layers: Sequence[int], 
         train_split=None, verbose=int(verbose),
     )
     return net.fit(X, y)
-
-
-def take_rows(X, rows: slice):
-    """The rows ``rows`` of network inputs: a tensor or array, or a dict of them (token tensors)."""
-    return {key: value[rows] for key, value in X.items()} if isinstance(X, dict) else X[rows]

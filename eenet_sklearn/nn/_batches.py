@@ -34,10 +34,11 @@ def n_rows(inputs) -> int:
     return len(inputs)
 
 
-def row_slice(inputs, rows: slice, device: torch.device):
+def row_slice(inputs, rows: slice, device: torch.device | None = None):
+    """The rows ``rows`` of a tensor or a dict of them (token tensors), moved to ``device`` if given."""
     if isinstance(inputs, dict):
-        return {key: value[rows].to(device) for key, value in inputs.items()}
-    return inputs[rows].to(device)
+        return {key: row_slice(value, rows, device) for key, value in inputs.items()}
+    return inputs[rows] if device is None else inputs[rows].to(device)
 
 
 def check_batch_size(batch_size: object) -> int:
