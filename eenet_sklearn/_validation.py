@@ -193,7 +193,13 @@ def check_exit_outputs(
     once fitted, and ``estimator_name`` then names the policy in errors; ``name``
     names the argument. The input is never modified.
     """
-    raw = as_real_array(X, name, EXIT_OUTPUTS)
+    # A float ndarray, as early-exit inference passes at every exit, is already what the two
+    # conversions below would return; skipping them keeps a per-exit decision cheap.
+    raw: np.ndarray
+    if isinstance(X, np.ndarray) and type(X) is np.ndarray and X.dtype in (np.float32, np.float64):
+        raw, fast = X, True
+    else:
+        raw, fast = as_real_array(X, name, EXIT_OUTPUTS), False
     if raw.size == 0:
         # Worded as scikit-learn words it, which its common checks look for.
         if raw.ndim >= 1 and raw.shape[0] == 0:
@@ -204,7 +210,7 @@ def check_exit_outputs(
             f"{name} has {what} (shape={raw.shape}) while a minimum of 1 is required: "
             f"expected {EXIT_OUTPUTS}."
         )
-    array = check_array(
+    array = raw if fast else check_array(
         X,  # as given: check_array's dtype choice for lists and frames is kept
         dtype=(np.float32, np.float64),
         allow_nd=True,
