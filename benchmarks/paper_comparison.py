@@ -7,7 +7,9 @@ measured ``costs_ms``. Budgets are placed by *position*: ``costs[0] + position *
 - ``curves``: 10 budgets evenly spaced strictly between the first and last exit cost
   (positions k/11): test accuracy and mean cost of EENet (default parameters,
   ``random_state=0``), the five baselines and the oracle; a markdown table and a PNG plot
-  per set.
+  per set. Beside it, EENet spending the whole budget (``spend_less=False``, the
+  behaviour before it could spend less), fitted in the same run: a second table per set
+  compares the two.
 - ``ablation``: EENet with each confidence measure alone (max probability, entropy,
   voting; without the class-wise scores) and with the class-wise scores alone, against the
   full default combination, at the same 10 budgets.
@@ -72,8 +74,14 @@ QUICK = {
     "max_epochs": 3,
 }
 
-#: Column label of each policy (by its registry name) and of the oracle.
-LABELS = {**{name: spec.short_label for name, spec in POLICIES.items()}, "oracle": "oracle"}
+#: EENet variants of the curves part, beside the default: parameters on top of the defaults.
+VARIANTS = {"eenet_whole_budget": {"spend_less": False}}
+#: Column label of each policy (by its registry name), of the variants and of the oracle.
+LABELS = {
+    **{name: spec.short_label for name, spec in POLICIES.items()},
+    "eenet_whole_budget": "EENet (whole budget)",
+    "oracle": "oracle",
+}
 #: EENet variants of the ablation: parameters on top of the defaults.
 ABLATIONS = {
     "eenet": {},
@@ -125,8 +133,8 @@ def fit_rows(n_rows: int, fit: Fit) -> np.ndarray:
 def build_policy(fit: Fit, costs: np.ndarray, budget: float, n_classes: int):
     # classes given: a small random subset of val may miss a class.
     common = {"costs": costs, "budget": budget, "classes": np.arange(n_classes)}
-    if fit.policy in ABLATIONS:
-        params = dict(ABLATIONS[fit.policy])
+    if fit.policy in ABLATIONS or fit.policy in VARIANTS:
+        params = dict(ABLATIONS.get(fit.policy, VARIANTS.get(fit.policy, {})))
         if fit.max_epochs is not None:
             params["max_epochs"] = fit.max_epochs
         return make_policy("eenet", **common, random_state=fit.seed, **params)
@@ -147,8 +155,10 @@ def run_fit(fit: Fit) -> tuple[Fit, dict]:
         fit_s = time.perf_counter() - start
     exits = policy.predict_exit(data.test_logits)
     mean_cost = float(data.costs[exits].mean())
+    target = getattr(policy, "target_cost_", None)
     return fit, {
         "budget": budget,
+        "target_ratio": float("nan") if target is None else target / budget,
         "n_fit": len(rows),
         "accuracy": float(policy.score(data.test_logits, data.test_labels)),
         "mean_cost": mean_cost,
@@ -165,7 +175,7 @@ def run_fits(fits: Sequence[Fit], n_jobs: int, quiet: bool) -> dict[Fit, dict]:
 
     def weight(fit: Fit) -> float:  # a rough guess of the fit time, to start the slow ones first
         size = (fit.n_val or 10_000) * fit.fraction
-        return size * (100.0 if fit.policy in ABLATIONS else 1.0)
+        return size * (100.0 if fit.policy in ABLATIONS or fit.policy in VARIANTS else 1.0)
 
     unique.sort(key=weight, reverse=True)
     jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(run_fit)(f) for f in unique)
@@ -181,6 +191,7 @@ def oracle_row(name: str, position: float) -> dict:
     mean_cost = float(data.costs[exits].mean())
     return {
         "budget": budget,
+        "target_ratio": float("nan"),
         "n_fit": 0,
         "accuracy": float(accuracy),
         "mean_cost": mean_cost,
@@ -198,7 +209,7 @@ def part_fits(part: str, config: dict, sets: Sequence[str]) -> list[Fit]:
     """The fits a part needs."""
     common = {"n_val": config["n_val"], "max_epochs": config["max_epochs"]}
     if part == "curves":
-        grid = [(p, pos) for p in CURVE_POLICIES for pos in config["curve_positions"]]
+        grid = [(p, pos) for p in (*CURVE_POLICIES, *VARIANTS) for pos in config["curve_positions"]]
     elif part == "ablation":
         grid = [(p, pos) for p in ABLATIONS for pos in config["curve_positions"]]
     elif part == "fine":
@@ -239,6 +250,7 @@ def tidy_rows(part: str, fits: Iterable[Fit], results: dict[Fit, dict]) -> list[
                     "accuracy": result["accuracy"],
                     "mean_cost_ms": result["mean_cost"],
                     "cost_ratio": result["cost_ratio"],
+                    "target_ratio": result["target_ratio"],
                     "exit_fractions": " ".join(f"{f:.4f}" for f in result["exit_fractions"]),
                     "fit_s": round(result["fit_s"], 3),
                     "warnings": result["warnings"],
@@ -342,6 +354,69 @@ def comparison_tables(
             f"EENet test cost / budget from {min(eenet_ratios):.3f} to {max(eenet_ratios):.3f}."
         )
         findings.append("".join(text))
+    return lines, findings
+
+
+def best_exit_accuracy(name: str, budget: float) -> float:
+    """Test accuracy of the most accurate single exit whose cost is within ``budget``."""
+    data = load_exit_logits(name)
+    accuracy = (data.test_logits.argmax(axis=2) == data.test_labels[:, None]).mean(axis=0)
+    return float(accuracy[data.costs <= budget].max())
+
+
+#: The largest loss, in accuracy, of EENet's default against spending the whole budget
+#: that the comparison accepts (issue 10).
+WHOLE_BUDGET_TOLERANCE = 0.001
+
+
+def whole_budget_tables(
+    rows: list[dict], positions: Sequence[float], sets: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """EENet's default (may spend less) against EENet spending the whole budget, per set."""
+    table = by_key(rows)
+    lines, findings = [], []
+    for name in sets:
+        header = [
+            "budget (ms)", "pos", "EENet acc", "EENet cost/B", "EENet target/B",
+            "whole budget acc", "whole budget cost/B", "difference (pts)",
+            "best single exit acc", "PABEE acc",
+        ]
+        lines += [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        diffs, behind = [], []
+        for position in positions:
+            pos = round(position, 6)
+            new = table[(name, "eenet", pos, 1.0, 0)]
+            old = table[(name, "eenet_whole_budget", pos, 1.0, 0)]
+            pabee = table[(name, "patience", pos, 1.0, 0)]["accuracy"]
+            single = best_exit_accuracy(name, new["budget_ms"])
+            diff = new["accuracy"] - old["accuracy"]
+            diffs.append(diff)
+            if new["accuracy"] < max(single, pabee):
+                behind.append(f"{pos:.3f}")
+            lines.append(
+                "| " + " | ".join([
+                    f"{new['budget_ms']:.4f}", f"{pos:.3f}", f"{new['accuracy']:.4f}",
+                    cost_cell(new["cost_ratio"]), f"{new['target_ratio']:.3f}", f"{old['accuracy']:.4f}",
+                    cost_cell(old["cost_ratio"]), pts(diff), f"{single:.4f}", f"{pabee:.4f}",
+                ]) + " |"
+            )
+        lines.append("")
+        losses = [
+            f"{positions[i]:.3f} ({pts(d)})" for i, d in enumerate(diffs) if d < -WHOLE_BUDGET_TOLERANCE
+        ]
+        chosen = sum(
+            table[(name, "eenet", round(p, 6), 1.0, 0)]["target_ratio"] < 1.0 for p in positions
+        )
+        findings.append(
+            f"- **{name}**: EENet spends less than the budget on val at {chosen} of {len(positions)} "
+            f"budgets. Default minus whole budget: mean {pts(np.mean(diffs))} points (range "
+            f"{pts(min(diffs))} to {pts(max(diffs))}); budgets where the default loses more than "
+            f"{100 * WHOLE_BUDGET_TOLERANCE:.1f} point: "
+            + (", ".join(losses) if losses else "none")
+            + ". Budgets where EENet is below the best single exit within the budget or PABEE: "
+            + (", ".join(behind) if behind else "none")
+            + "."
+        )
     return lines, findings
 
 
@@ -491,7 +566,8 @@ def header(title: str, run_header: Sequence[str], config: dict, extra: Sequence[
 
 
 COMMON_NOTES = [
-    "Fitted on `val` (all 10,000 rows unless stated), reported on `test` (10,000 rows); "
+    "Fitted on `val` (all of it unless stated: 10,000 rows for fashion_cnn4 and mnist_mlp3, 4,000 "
+    "for reviews_minilm6), reported on `test` (10,000 rows; 4,000 for reviews_minilm6); "
     "costs in ms (`costs_ms`). "
     "Budget B = costs[0] + pos x (costs[-1] - costs[0]). Policies: EENet = `EarlyExitPolicy` "
     "(default parameters, `random_state=0`); MSDNet = `MaxProbPolicy`; BranchyNet = `EntropyPolicy`; "
@@ -504,6 +580,16 @@ COMMON_NOTES = [
     "EENet is the most accurate). Gap closed: (EENet - MSDNet) / (oracle - MSDNet), the share of "
     "the gap between the MSDNet rule and the oracle that EENet closes (negative when EENet is "
     "below the rule).",
+]
+
+
+WHOLE_BUDGET_NOTES = [
+    "EENet: the default (`spend_less=True`: it may spend less than the budget where that is "
+    "clearly more accurate on val); whole budget: `spend_less=False` (the behaviour before, the "
+    "paper's), same seed, same run. target/B: the mean cost the default chose to spend on val "
+    "(`target_cost_`) over the budget. Difference: default minus whole budget, test accuracy "
+    "points. Best single exit: the most accurate exit on test among those within the budget "
+    "(chosen on test itself, so a bound for `FixedExitPolicy`); PABEE: `PatiencePolicy`.",
 ]
 
 
@@ -568,10 +654,16 @@ def write_part(
             ),
         }[part]
         tables, findings = comparison_tables(rows, policies, positions, sets)
+        if part == "curves" and any(row["policy"] in VARIANTS for row in rows):
+            whole, whole_findings = whole_budget_tables(rows, positions, sets)
+            heading = "## EENet against EENet spending the whole budget"
+            tables += [heading, "", *WHOLE_BUDGET_NOTES, "", *whole]
+            findings += whole_findings
         notes = COMMON_NOTES
         for name in sets:
             png = out_dir / f"{config['prefix']}_{part}_{name}.png"
-            plot_curves(png, rows, name, policies, caption)
+            plotted = (*policies, *VARIANTS) if part == "curves" else policies
+            plot_curves(png, rows, name, plotted, caption)
             written.append(png)
     elif part == "ablation":
         title = "Ablation: EENet with one confidence measure against the full combination"
@@ -612,6 +704,7 @@ def read_csv(path: Path) -> list[dict]:
     for row in rows:
         for key in floats:
             row[key] = float(row[key])
+        row["target_ratio"] = float(row.get("target_ratio", "nan"))  # absent before spend_less
         row["n_fit"] = int(row["n_fit"])
         row["seed"] = int(row["seed"]) if row["seed"] != "" else ""
     return rows

@@ -24,30 +24,32 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_scalar
 
-from ._features import check_confidence, entropy_confidence, exit_features, max_prob
-from ._thresholds import assign_exits, geometric_fractions
+from ._features import (
+    check_confidence,
+    entropy_log_confidence,
+    exit_features,
+    max_prob_logit,
+)
+from ._thresholds import assign_exits, geometric_fractions, within_budget
 from ._validation import check_budget
 from .base import BaseExitPolicy
-
-#: Relative slack when comparing a mean cost with the budget: float noise in the mean
-#: of equal costs must not make a setting that spends exactly the budget infeasible.
-_BUDGET_RTOL = 1e-9
-
-
-def _within_budget(cost: float, budget: float) -> bool:
-    return cost <= budget * (1.0 + _BUDGET_RTOL)
 
 
 class _GeometricQuotaPolicy(BaseExitPolicy):
     """An exit score with MSDNet's geometric quotas and quota thresholds."""
 
-    def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._fit_scorer(proba, correct)
+    def _fit_policy(
+        self, log_proba: np.ndarray, correct: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._fit_scorer(log_proba, correct)
         # Scored as prediction scores them, so thresholds fall on prediction-time scores.
-        scores = self._chunked_exit_scores(proba)
-        return scores, geometric_fractions(self.costs_, self.budget_)
+        scores = self._chunked_exit_scores(log_proba)
+        return scores, self._quota_fractions(self.target_cost_)
 
-    def _fit_scorer(self, proba: np.ndarray, correct: np.ndarray) -> None:
+    def _quota_fractions(self, cost: float) -> np.ndarray:
+        return geometric_fractions(self.costs_, cost)
+
+    def _fit_scorer(self, log_proba: np.ndarray, correct: np.ndarray) -> None:
         """Learn what the score needs (nothing for a fixed confidence measure)."""
 
 
@@ -69,6 +71,14 @@ class MaxProbPolicy(_ConfidenceThresholdPolicy):
     p_k costs[k]`` equals the budget; each exit's threshold admits its quota of the
     fitting samples.
 
+    The exit score is ``logit(p_max) = log(p_max / (1 - p_max))``, computed from the
+    logits in the log domain: a strictly increasing function of the largest class
+    probability ``p_max``, so the rule is MSDNet's, but one that keeps ordering the
+    samples where ``p_max`` itself rounds to 1.0 (in float32 from a margin of about 17
+    between the two largest logits, common with over-confident networks), instead of
+    tying them into one block that a threshold cannot split. ``expit(thresholds_)``
+    gives the thresholds as probabilities.
+
     Parameters
     ----------
     costs : array-like of shape (n_exits,), default=None
@@ -82,8 +92,12 @@ class MaxProbPolicy(_ConfidenceThresholdPolicy):
 
     Attributes
     ----------
-    thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
-        As in :class:`EarlyExitPolicy`.
+    thresholds_ : ndarray of shape (n_exits,)
+        Exit score (``logit(p_max)``) a sample needs to leave at each exit; the last is
+        ``-inf``. ``scipy.special.expit(thresholds_)`` are the probability thresholds.
+    exit_fractions_, classes_, costs_, budget_, target_cost_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`; ``target_cost_`` equals ``budget_`` (the
+        quotas spend the whole budget).
 
     Raises
     ------
@@ -116,8 +130,8 @@ class MaxProbPolicy(_ConfidenceThresholdPolicy):
     True
     """
 
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        return max_prob(proba).astype(np.float64)
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
+        return max_prob_logit(log_proba).astype(np.float64)
 
 
 class EntropyPolicy(_ConfidenceThresholdPolicy):
@@ -126,6 +140,13 @@ class EntropyPolicy(_ConfidenceThresholdPolicy):
     BranchyNet [1]_ leaves at the first exit whose entropy is below a threshold; here
     the thresholds come from the quotas of :class:`MaxProbPolicy` (MSDNet's), so that
     the rule meets a budget. Same parameters and attributes as :class:`MaxProbPolicy`.
+
+    The exit score is ``-log(H / log C)``, computed from the logits in the log domain:
+    a strictly increasing function of the confidence ``c = 1 - H / log C`` (``c =
+    -expm1(-score)``), so the rule is the same, but one that keeps ordering the samples
+    where ``c`` itself rounds to 1.0, as it does for over-confident networks. So
+    ``thresholds_`` hold ``-log(1 - c)`` for the confidence thresholds ``c``
+    (``-expm1(-thresholds_)``).
 
     Raises
     ------
@@ -152,8 +173,8 @@ class EntropyPolicy(_ConfidenceThresholdPolicy):
     array([0, 1])
     """
 
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        return entropy_confidence(proba).astype(np.float64)
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
+        return entropy_log_confidence(log_proba).astype(np.float64)
 
 
 class _FittedClassifier(Protocol):
@@ -206,8 +227,9 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
     ----------
     estimators_ : list of fitted classifiers, one per exit
         A ``DummyClassifier`` for an exit whose correctness is constant on the fitting data.
-    thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
-        As in :class:`EarlyExitPolicy`.
+    thresholds_, exit_fractions_, classes_, costs_, budget_, target_cost_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`; ``target_cost_`` equals ``budget_`` (the
+        quotas spend the whole budget).
 
     Raises
     ------
@@ -233,6 +255,9 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
     >>> len(policy.estimators_)
     3
     """
+
+    # Scores are probabilities that the exit is right.
+    _score_scale = "logit"
 
     def __init__(
         self,
@@ -264,9 +289,9 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
             )
         return {"_confidence": confidence}
 
-    def _fit_scorer(self, proba: np.ndarray, correct: np.ndarray) -> None:
+    def _fit_scorer(self, log_proba: np.ndarray, correct: np.ndarray) -> None:
         base = LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
-        features = exit_features(proba, self._confidence, self.class_scores)
+        features = exit_features(log_proba, self._confidence, self.class_scores)
         scores = np.empty(correct.shape, dtype=np.float64)
         self.estimators_ = []
         for k in range(self.n_exits_):
@@ -279,21 +304,21 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
             self.estimators_.append(estimator)
             scores[:, k] = _positive_proba(estimator, inputs)
 
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        features = exit_features(proba, self._confidence, self.class_scores)
-        scores = np.empty(proba.shape[:2], dtype=np.float64)
-        for k, estimator in enumerate(self.estimators_[: proba.shape[1]]):
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
+        features = exit_features(log_proba, self._confidence, self.class_scores)
+        scores = np.empty(log_proba.shape[:2], dtype=np.float64)
+        for k, estimator in enumerate(self.estimators_[: log_proba.shape[1]]):
             scores[:, k] = _positive_proba(estimator, np.hstack([features[:, k], scores[:, :k]]))
         return scores
 
 
-def _agreement_runs(proba: np.ndarray) -> np.ndarray:
+def _agreement_runs(log_proba: np.ndarray) -> np.ndarray:
     """Entry ``[n, k]``: how many exits up to ``k`` in a row predict exit ``k``'s argmax.
 
     Counted backwards from ``k``: 1 when exit ``k`` disagrees with exit ``k - 1``,
     ``k + 1`` when exits ``0..k`` all agree. Causal: reads exits ``0..k`` only.
     """
-    predictions = proba.argmax(axis=-1)
+    predictions = log_proba.argmax(axis=-1)
     runs = np.ones(predictions.shape, dtype=np.float64)
     for k in range(1, predictions.shape[1]):
         same = predictions[:, k] == predictions[:, k - 1]
@@ -354,8 +379,9 @@ class PatiencePolicy(BaseExitPolicy):
     thresholds_ : ndarray of shape (n_exits,)
         ``+inf`` before ``min_exit_``, then ``patience_``, and ``-inf`` at the last exit:
         :meth:`exit_scores` gives the length of the current run of agreeing predictions.
-    exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
-        As in :class:`EarlyExitPolicy`; ``budget_`` is ``None`` when none was given.
+    exit_fractions_, classes_, costs_, budget_, target_cost_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`; ``budget_`` and ``target_cost_`` are ``None``
+        when no budget was given.
 
     Raises
     ------
@@ -431,7 +457,7 @@ class PatiencePolicy(BaseExitPolicy):
         return check_budget(budget, costs)
 
     def _fit_thresholds(
-        self, proba: np.ndarray, correct: np.ndarray
+        self, log_proba: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         n_exits = self.n_exits_
         free = self.budget_ is not None
@@ -443,7 +469,7 @@ class PatiencePolicy(BaseExitPolicy):
             min_exits = [self.min_exit]
         else:
             min_exits = range(n_exits) if free else [0]
-        runs = _agreement_runs(proba)
+        runs = _agreement_runs(log_proba)
         rows = np.arange(runs.shape[0])
         candidates = []
         for min_exit in min_exits:
@@ -453,7 +479,7 @@ class PatiencePolicy(BaseExitPolicy):
                 accuracy = float(correct[rows, exits].mean())
                 cost = float(self.costs_[exits].mean())
                 candidates.append((accuracy, cost, patience, min_exit, thresholds, exits))
-        feasible = [c for c in candidates if not free or _within_budget(c[1], self.budget_)]
+        feasible = [c for c in candidates if not free or within_budget(c[1], self.budget_)]
         if feasible:
             # max() keeps the first of equals: the enumeration order breaks exact ties.
             best = max(feasible, key=lambda c: (c[0], -c[1]))
@@ -466,8 +492,8 @@ class PatiencePolicy(BaseExitPolicy):
         _, _, self.patience_, self.min_exit_, thresholds, exits = best
         return thresholds, exits
 
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        return _agreement_runs(proba)
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
+        return _agreement_runs(log_proba)
 
 
 def _patience_thresholds(patience: int, min_exit: int, n_exits: int) -> np.ndarray:
@@ -502,8 +528,9 @@ class FixedExitPolicy(BaseExitPolicy):
     ----------
     exit_ : int
         The exit used.
-    thresholds_, exit_fractions_, classes_, costs_, budget_, n_exits_, n_classes_
-        As in :class:`EarlyExitPolicy`; ``budget_`` is ``None`` when none was given.
+    thresholds_, exit_fractions_, classes_, costs_, budget_, target_cost_, n_exits_, n_classes_
+        As in :class:`EarlyExitPolicy`; ``budget_`` and ``target_cost_`` are ``None``
+        when no budget was given.
 
     Raises
     ------
@@ -559,11 +586,11 @@ class FixedExitPolicy(BaseExitPolicy):
         return check_budget(budget, costs)
 
     def _fit_thresholds(
-        self, proba: np.ndarray, correct: np.ndarray
+        self, log_proba: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.exit is not None:
             self.exit_ = int(self.exit)
-            if self.budget_ is not None and not _within_budget(
+            if self.budget_ is not None and not within_budget(
                 self.costs_[self.exit_], self.budget_
             ):
                 _warn_over_budget(
@@ -571,10 +598,10 @@ class FixedExitPolicy(BaseExitPolicy):
                 )
         else:
             # check_budget guarantees budget_ >= costs_[0], so some exit qualifies.
-            within = [_within_budget(cost, self.budget_) for cost in self.costs_]
+            within = [within_budget(cost, self.budget_) for cost in self.costs_]
             self.exit_ = int(np.flatnonzero(within)[-1])
         thresholds = np.where(np.arange(self.n_exits_) < self.exit_, np.inf, -np.inf)
-        return thresholds, np.full(proba.shape[0], self.exit_, dtype=np.int64)
+        return thresholds, np.full(log_proba.shape[0], self.exit_, dtype=np.int64)
 
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
-        return np.zeros(proba.shape[:2], dtype=np.float64)
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
+        return np.zeros(log_proba.shape[:2], dtype=np.float64)

@@ -2,8 +2,9 @@
 
 Subcommands: ``demo`` (the README's first command: train a multi-exit network, fit the
 policies, exit early for real), ``fit`` (fit a policy on a ``.npz``
-of per-exit logits and save it), ``predict`` (apply a saved policy) and ``evaluate``
-(budget curves of several policies, as a table and a plot). Errors the user can fix end
+of per-exit logits and save it), ``predict`` (apply a saved policy), ``recalibrate`` (new
+thresholds for a saved policy from unlabeled logits) and ``evaluate`` (budget curves of
+several policies, as a table and a plot). Errors the user can fix end
 in one line on stderr and exit status 1, never in a traceback.
 """
 
@@ -243,6 +244,26 @@ def _run_predict(args: argparse.Namespace) -> None:
     )
 
 
+def _run_recalibrate(args: argparse.Namespace) -> None:
+    """``recalibrate``: new thresholds for a saved policy from unlabeled logits; save it."""
+    _check_output(args.output, "--output")
+    policy = _load_policy(args.policy)
+    logits = _read_test_data(args, args.data, args.split, labels=False)["logits"]
+    if args.budget is not None:
+        _warn_if_not_binding(check_budget(args.budget, policy.costs_, "--budget"), policy.costs_, "--budget")
+    before = policy.expected_cost(logits)
+    policy.recalibrate(logits, budget=args.budget)
+    joblib.dump(policy, args.output)
+    _say(
+        args,
+        f"{type(policy).__name__} recalibrated on {logits.shape[0]} unlabeled samples "
+        f"to spend {policy.target_cost_:.6g} (budget {policy.budget_:.6g})\n"
+        f"mean cost on them: {before:.6g} before, {policy.expected_cost(logits):.6g} after, "
+        f"exits (%) {exit_percentages(policy.exit_fractions_)}\n"
+        f"saved to {args.output}",
+    )
+
+
 def _evaluation_budgets(args: argparse.Namespace, costs: np.ndarray) -> list[float]:
     """Absolute budgets from ``--budgets`` or ``--positions``, in increasing order, checked before any fit."""
     costs = check_costs(costs)
@@ -407,6 +428,33 @@ def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_predict)
 
 
+def _add_recalibrate_parser(commands: argparse._SubParsersAction) -> None:
+    parser = _add_subcommand(
+        commands,
+        "recalibrate",
+        "new thresholds for a saved policy from unlabeled logits of recent traffic",
+        "Set the thresholds of a policy saved by 'fit' again from the per-exit logits of a\n"
+        "fresh sample of traffic (no labels needed), keeping its learned scores, so that its\n"
+        "mean cost on that sample meets its target again (or --budget, a new one); save it.\n"
+        "For the quota policies (eenet, maxprob, entropy, learned-score). Example:\n"
+        f"  {_PROG} recalibrate policy.joblib traffic.npz --logits-key logits -o policy.joblib\n"
+        "A policy file is a pickle: load only files you trust.",
+    )
+    parser.add_argument("policy", help="policy file written by 'fit'")
+    parser.add_argument("data", help="the .npz data file holding the unlabeled logits")
+    parser.add_argument(
+        "-o", "--output", required=True, help="where to save the recalibrated policy (may be POLICY)"
+    )
+    parser.add_argument(
+        "--budget", type=float, metavar="B",
+        help="a new mean cost per sample allowed (default: keep what the policy spends)",
+    )
+    parser.add_argument("--split", help="read <split>_logits (default: see below)")
+    _add_key_options(parser, labels=False, costs=False)
+    _add_output_options(parser, verbose=False)
+    parser.set_defaults(handler=_run_recalibrate)
+
+
 def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser = _add_subcommand(
         commands,
@@ -529,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(commands)
     _add_fit_parser(commands)
     _add_predict_parser(commands)
+    _add_recalibrate_parser(commands)
     _add_evaluate_parser(commands)
     return parser
 

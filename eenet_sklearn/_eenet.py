@@ -20,6 +20,14 @@ from ._thresholds import gpu_available, quota_thresholds, tilt_to_budget
 from .base import BaseExitPolicy
 
 _DEVICES = ("auto", "cpu", "cuda")
+#: ``spend_less``: how many evenly spaced mean costs below the budget are tried, and by
+#: how many standard errors of the paired accuracy difference a cheaper operating point
+#: must beat the full budget on the fitting data to be chosen: on a network that
+#: overthinks there (an exit more accurate than the last by ``_SPEND_LESS_Z`` standard
+#: errors), and on others.
+_N_CANDIDATE_COSTS = 24
+_OVERTHINKING_Z = 1.0
+_SPEND_LESS_Z = 2.0
 _GLOBAL_RNG_LOCK = threading.Lock()
 
 
@@ -68,6 +76,13 @@ class EarlyExitPolicy(BaseExitPolicy):
     n_restarts : int, default=1
         Independent trainings; the one with the best accuracy on the fitting data,
         under its own budget-meeting thresholds, is kept.
+    spend_less : bool, default=True
+        Whether the policy may spend less than the budget where that is clearly more
+        accurate on the fitting data (a network whose later exits are less accurate
+        than earlier ones, "overthinking" [2]_): the operating point is then the
+        most accurate of several mean costs up to the budget, kept only if it beats
+        spending the whole budget by a margin of standard errors (see Notes).
+        ``False`` always spends the whole budget, as in the paper.
     random_state : int, RandomState instance or None, default=None
         Seeds the scorers' initialisation and batch shuffling.
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -89,10 +104,20 @@ class EarlyExitPolicy(BaseExitPolicy):
     thresholds_ : ndarray of shape (n_exits,)
         Score a sample needs to leave at each exit; the last is ``-inf``.
     exit_fractions_ : ndarray of shape (n_exits,)
-        Fraction of the fitting samples leaving at each exit.
+        Fraction of the fitting samples (after :meth:`recalibrate`, of the samples it
+        was given) leaving at each exit.
     classes_ : ndarray of shape (n_classes,)
     costs_ : ndarray of shape (n_exits,)
     budget_ : float
+    target_cost_ : float
+        The mean cost per sample the thresholds were set to spend on the fitting
+        data, at most ``budget_``: lower when spending less is more accurate there.
+        :meth:`recalibrate` spends it on new data.
+    quota_log_weights_ : ndarray of shape (n_exits,)
+        Log of the trained scorer's mean exit distribution over the fitting samples.
+        The quotas for a mean cost ``c`` are ``softmax(quota_log_weights_ + t *
+        costs_ / costs_[-1])``, ``t`` set so that their expected cost is ``c``
+        (what :meth:`recalibrate` uses for a new budget).
     n_exits_ : int
     n_classes_ : int
     n_features_in_ : int
@@ -109,7 +134,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         ``"auto"``, ``"cpu"``, ``"cuda"``).
     TypeError
         In :meth:`fit`: a non-numeric ``X``, ``costs`` or ``budget``, or a
-        hyperparameter of the wrong type (``hidden_size=2.5``).
+        hyperparameter of the wrong type (``hidden_size=2.5``, ``spend_less="yes"``).
 
     See Also
     --------
@@ -125,12 +150,35 @@ class EarlyExitPolicy(BaseExitPolicy):
     the scorer's activation, the budget-meeting tilt of the quotas) is described in
     the documentation's "Method" page.
 
+    The budget is a ceiling, not a target. With ``spend_less=True`` the fit tries
+    operating points of lower mean cost on the fitting data: 24 costs evenly spaced
+    from ``costs[0]`` up to the budget (or ``costs[-1]`` if lower), and the costs of
+    the exits below the budget. At each cost ``c`` the quotas are the trained mean
+    exit distribution tilted to ``c`` (as at the budget) and the thresholds admit
+    them within ``c``. The choice among them is guarded against fitting noise, with
+    the standard error of a paired accuracy difference on the ``n`` fitting samples,
+    ``sqrt(d) / n`` for ``d`` samples on which exactly one of the two is right:
+
+    - a cheaper point is chosen only if it beats the full budget by more than ``z``
+      standard errors (the best of many points would otherwise pass fitting noise
+      for a gain; on small fitting sets the whole budget is kept unless the gain is
+      large), the most accurate of those that do;
+    - ``z = 2``, or ``z = 1`` if the network overthinks on the fitting data (some
+      exit is more accurate than the last by more than 2 standard errors): spending
+      more has then been shown to cost accuracy.
+
+    Of equally accurate points the cheaper is chosen; ``target_cost_`` is its cost.
+    On networks whose last exit is the most accurate the full budget is nearly
+    always kept.
+
     References
     ----------
     .. [1] F. Ilhan, K.-H. Chow, S. Hu, T. Huang, S. Tekin, W. Wei, Y. Wu, M. Lee,
        R. Kompella, H. Latapie, G. Liu and L. Liu, "Adaptive Deep Neural Network
        Inference Optimization with EENet", arXiv:2301.07099, 2023 (first version:
        "EENet: Learning to Early Exit for Adaptive Inference").
+    .. [2] Y. Kaya, S. Hong and T. Dumitras, "Shallow-Deep Networks: Understanding
+       and Mitigating Network Overthinking", ICML 2019.
 
     Examples
     --------
@@ -164,6 +212,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         weight_decay=0.0,
         batch_size=256,
         n_restarts=1,
+        spend_less=True,
         random_state=None,
         device="auto",
         input_type="logits",
@@ -185,11 +234,15 @@ class EarlyExitPolicy(BaseExitPolicy):
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.n_restarts = n_restarts
+        self.spend_less = spend_less
         self.random_state = random_state
         self.device = device
         self.input_type = input_type
         self.classes = classes
         self.verbose = verbose
+
+    # Scores are the scorer's probabilities that the exit is right.
+    _score_scale = "logit"
 
     def _check_hyperparameters(self) -> dict[str, object]:
         confidence = check_confidence(self.confidence, self.class_scores)
@@ -206,6 +259,8 @@ class EarlyExitPolicy(BaseExitPolicy):
             check_scalar(getattr(self, name), name, Real, min_val=0)
         if self.device not in _DEVICES:
             raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}.")
+        if not isinstance(self.spend_less, (bool, np.bool_)):
+            raise TypeError(f"spend_less must be True or False, got {self.spend_less!r}.")
         return {"_confidence": confidence}
 
     def _train_device(self) -> str:
@@ -229,13 +284,52 @@ class EarlyExitPolicy(BaseExitPolicy):
             # fitting sample at a threshold is decided at prediction as it was in fitting.
             scores = self._chunked_exit_scores(proba)
             fractions = self._budget_quotas(features)
-            _, exits = quota_thresholds(scores, fractions)
+            _, exits = quota_thresholds(scores, fractions, costs=self.costs_, budget=self.budget_)
             accuracy = correct[np.arange(len(exits)), exits].mean()
             if best is None or accuracy > best[0]:
                 best = (accuracy, self.scorer_, self._heads, scores, fractions)
         assert best is not None  # n_restarts >= 1 is checked with the other hyperparameters
         _, self.scorer_, self._heads, scores, fractions = best
+        # Kept for recalibrate(budget=...): the quotas of any cost tilt these log-weights.
+        self.quota_log_weights_ = self._mean_exit_log_weights(features)
+        if self.spend_less:
+            self.target_cost_, fractions = self._most_accurate_point(scores, correct, fractions)
         return scores, fractions
+
+    def _most_accurate_point(
+        self, scores: np.ndarray, correct: np.ndarray, fractions: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """The operating point (mean cost, quotas) that ``spend_less`` chooses; see Notes.
+
+        ``fractions``: the quotas at the full budget, kept unless a cheaper point beats
+        them on the fitting data by more than the margin (``_OVERTHINKING_Z`` or
+        ``_SPEND_LESS_Z`` standard errors of the paired accuracy difference).
+        """
+        n_samples = len(scores)
+        rows = np.arange(n_samples)
+        use_gpu = self._use_gpu()
+
+        def right(cost: float, quotas: np.ndarray) -> np.ndarray:
+            _, exits = quota_thresholds(scores, quotas, costs=self.costs_, budget=cost, use_gpu=use_gpu)
+            return correct[rows, exits]
+
+        top = min(self.budget_, float(self.costs_[-1]))
+        grid = np.linspace(self.costs_[0], top, _N_CANDIDATE_COSTS + 1)[:-1]
+        candidates = np.unique(np.concatenate([grid, self.costs_[self.costs_ < top]]))
+        # A network that overthinks on the fitting data has shown that spending more can
+        # cost accuracy: a smaller margin. Otherwise a cheaper point must beat the full
+        # budget by more than the noise of picking the best of many.
+        margin = _OVERTHINKING_Z if _overthinks(correct) else _SPEND_LESS_Z
+        reference = right(self.budget_, fractions)
+        best = (int(reference.sum()), self.budget_, fractions)
+        # Cheapest first, so that of equally accurate points the cheaper is kept.
+        for cost in candidates:
+            quotas = self._quota_fractions(float(cost))
+            here = right(float(cost), quotas)
+            gain = int(here.sum()) - int(reference.sum())
+            if gain > margin * np.sqrt(int((here != reference).sum())) and here.sum() > best[0]:
+                best = (int(here.sum()), float(cost), quotas)
+        return best[1], best[2]
 
     def _train_scorer(self, features: np.ndarray, target: np.ndarray, seed: int) -> NeuralNet:
         device = self._train_device()
@@ -246,8 +340,10 @@ class EarlyExitPolicy(BaseExitPolicy):
             module__n_features=n_features(self.n_classes_, self._confidence, self.class_scores),
             module__hidden_size=self.hidden_size,
             module__temperature=self.temperature,
-            criterion__costs=torch.as_tensor(self.costs_, dtype=torch.float32),
-            criterion__budget=self.budget_,
+            # The loss depends on the cost ratios only: in units of the last exit's cost,
+            # costs of any scale (1e-45, 1e40) survive float32 and train alike.
+            criterion__costs=torch.as_tensor(self.costs_ / self.costs_[-1], dtype=torch.float32),
+            criterion__budget=self.budget_ / self.costs_[-1],
             criterion__utility_weight=self.utility_weight,
             criterion__kl_weight=self.kl_weight,
             criterion__budget_weight=self.budget_weight,
@@ -302,22 +398,31 @@ class EarlyExitPolicy(BaseExitPolicy):
 
     def _budget_quotas(self, features: np.ndarray) -> np.ndarray:
         """Mean exit distribution of the fitting samples, tilted to meet the budget exactly."""
+        return tilt_to_budget(self._mean_exit_log_weights(features), self.costs_, self.budget_)
+
+    def _mean_exit_log_weights(self, features: np.ndarray) -> np.ndarray:
+        """Log of the scorer's mean exit distribution over the samples of ``features``."""
         with _one_openmp_thread(), torch.inference_mode():
             _, log_r = self.scorer_.module_(torch.from_numpy(features))
         mean_r = log_r.double().exp().mean(dim=0).numpy()
         with np.errstate(divide="ignore"):
-            return tilt_to_budget(np.log(mean_r), self.costs_, self.budget_)
+            return np.log(mean_r)
 
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
+    def _quota_fractions(self, cost: float) -> np.ndarray:
+        return tilt_to_budget(self.quota_log_weights_, self.costs_, cost)
+
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
         # ExitScorer.utility_logits in NumPy, laid out for speed: the input of head k (exit
         # k's features, then the sigmoid of the utility logits of exits < k) is one
         # contiguous (inputs, samples) block, so that each layer of each head is a single
         # GEMM. NumPy rather than torch: early-exit inference scores a few rows per call,
         # where each torch op's dispatch costs more than the arithmetic.
-        n_samples, n_exits = proba.shape[:2]
-        width = n_features(proba.shape[-1], self._confidence, self.class_scores)
+        n_samples, n_exits = log_proba.shape[:2]
+        width = n_features(log_proba.shape[-1], self._confidence, self.class_scores)
         inputs = np.empty((n_exits, width + n_exits - 1, n_samples), dtype=np.float32)
-        exit_features(proba, self._confidence, self.class_scores, out=inputs[:, :width].transpose(2, 0, 1))
+        exit_features(
+            log_proba, self._confidence, self.class_scores, out=inputs[:, :width].transpose(2, 0, 1)
+        )
         utility = np.empty((n_exits, n_samples), dtype=np.float32)
         for k, (weight, bias, slope, out_weight, out_bias) in enumerate(self._heads[:n_exits]):
             hidden = weight @ inputs[k, : width + k]
@@ -328,6 +433,21 @@ class EarlyExitPolicy(BaseExitPolicy):
             if k + 1 < n_exits:
                 inputs[k + 1 :, width + k] = expit(utility[k])
         return expit(utility.T.astype(np.float64))
+
+
+def _overthinks(correct: np.ndarray) -> bool:
+    """Whether an exit is more accurate than the last by more than ``_SPEND_LESS_Z`` standard errors.
+
+    ``correct``: ``(n_samples, n_exits)``, whether each exit's prediction is right. The
+    standard error of the paired accuracy difference of exits ``k`` and ``K - 1`` is
+    about ``sqrt(d) / n``, ``d`` the number of samples on which exactly one is right.
+    """
+    last = correct[:, -1]
+    for k in range(correct.shape[1] - 1):
+        gain = int(correct[:, k].sum()) - int(last.sum())
+        if gain > _SPEND_LESS_Z * np.sqrt(int((correct[:, k] != last).sum())):
+            return True
+    return False
 
 
 def _numpy_heads(scorer: ExitScorer) -> list[tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import warnings
 from abc import abstractmethod
 from numbers import Real
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from ._features import exit_proba
+from ._features import exit_log_proba, exit_predictions
 from ._thresholds import assign_exits, exit_fractions, quota_thresholds
 from ._validation import (
     check_budget,
@@ -25,7 +26,7 @@ from ._validation import (
     format_values,
 )
 
-__all__ = ["BaseExitPolicy", "FitParameterOverrideWarning"]
+__all__ = ["BaseExitPolicy", "FitParameterOverrideWarning", "SmallFittingSetWarning"]
 
 #: At most this many samples are processed at once in prediction, to bound memory.
 _CHUNK_SIZE = 1 << 16
@@ -48,6 +49,68 @@ class FitParameterOverrideWarning(UserWarning):
     --------
     BaseExitPolicy.fit : Where the warning is raised.
     """
+
+
+#: How far above the budget the mean cost on new data may go before a fitting set counts
+#: as too small (the upper edge of the band [0.95, 1.02] x budget the library aims for).
+_HELD_OUT_SLACK = 0.02
+
+#: One-sided normal quantile for the small-fitting-set rule: warn when the mean cost on
+#: new data exceeds ``(1 + _HELD_OUT_SLACK) * budget`` with probability above 5%.
+_HELD_OUT_Z = 1.645
+
+
+class SmallFittingSetWarning(UserWarning):
+    """The fitting set is too small for the budget to hold on new data.
+
+    Quota thresholds are quantiles of the fitting samples' scores: they spend the
+    budget on the fitting data, but the share of *new* samples above each threshold
+    varies by binomial noise. At fixed thresholds, the mean cost on new data is off
+    the fitting cost by about ``std(costs_[exits]) / sqrt(n_samples)`` (the standard
+    error of a mean of ``n_samples`` exit costs). :meth:`BaseExitPolicy.fit` warns
+    when that noise makes the new-data mean cost exceed ``1.02 * budget`` with
+    probability above 5% (a one-sided normal bound, ``z = 1.645``), and names the
+    fitting-set size that would keep it within, all else equal:
+    ``n >= (z * std / (1.02 * budget - fitting cost))**2``.
+
+    Fit on more samples, or lower the budget a little, or recalibrate on more
+    unlabeled traffic. Policies whose thresholds are not quotas
+    (:class:`~eenet_sklearn.PatiencePolicy`, :class:`~eenet_sklearn.FixedExitPolicy`)
+    do not give it.
+
+    See Also
+    --------
+    BaseExitPolicy.fit : Where the warning is raised.
+    """
+
+
+def _warn_if_small_fitting_set(
+    policy: str, costs: np.ndarray, budget: float | None, exits: np.ndarray, stacklevel: int = 4
+) -> None:
+    """Give :class:`SmallFittingSetWarning` when ``exits`` are too few for ``budget`` to hold.
+
+    ``costs`` and ``exits``: the policy's costs and the exit of each fitting sample.
+    The rule is :class:`SmallFittingSetWarning`'s.
+    """
+    n_samples = len(exits)
+    if budget is None or n_samples == 0:
+        return
+    spent = costs[exits]
+    cost, spread = float(spent.mean()), float(spent.std())
+    allowed = (1.0 + _HELD_OUT_SLACK) * budget
+    if spread == 0.0 or cost + _HELD_OUT_Z * spread / np.sqrt(n_samples) <= allowed:
+        return
+    needed = int(np.ceil((_HELD_OUT_Z * spread / (allowed - cost)) ** 2))
+    error = spread / np.sqrt(n_samples)
+    warnings.warn(
+        f"{policy} was fitted on {n_samples} samples, too few for budget={format_number(budget)} "
+        f"to hold on new data: at these thresholds the mean cost of new samples has a standard "
+        f"error of {format_number(error)} ({100 * error / budget:.2g}% of the budget), so it "
+        f"exceeds the budget by more than {100 * _HELD_OUT_SLACK:g}% with probability above 5%. "
+        f"Fit on about {needed} samples or more to keep it within that, or lower the budget.",
+        SmallFittingSetWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _warn_overrides(policy: BaseExitPolicy, costs, costs_: np.ndarray, budget, budget_) -> None:
@@ -124,6 +187,12 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     input_type: str
     classes: object
 
+    #: The scale on which :class:`~eenet_sklearn.online.BudgetController` shifts the exit
+    #: scores: ``"logit"`` for probabilities in ``[0, 1]`` (a shift means the same odds
+    #: ratio near 0.5 as near 0.999), ``"linear"`` for scores already on an unbounded,
+    #: log-odds-like scale.
+    _score_scale: ClassVar[str] = "linear"
+
     def fit(self, X, y, costs=None, budget=None):
         """Fit the policy on held-out per-exit outputs.
 
@@ -167,6 +236,10 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             If ``costs`` or ``budget`` is given here and differs from the
             constructor's value, which was set (not ``None``): in a ``GridSearchCV``
             over that parameter, a fit-time value would override every candidate.
+        SmallFittingSetWarning
+            If the policy's thresholds are quotas and ``X`` has too few samples for
+            the budget to hold on new data (the rule and the size that would do are
+            in :class:`SmallFittingSetWarning`).
         """
         # Validate everything before setting any attribute, so that a failed fit
         # leaves no half-fitted state that check_is_fitted would take for fitted.
@@ -175,18 +248,146 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         input_type = check_input_type(self.input_type)
         costs_ = check_costs(self.costs if costs is None else costs)
         budget_ = self._check_budget(self.budget if budget is None else budget, costs_)
-        proba = self._to_proba(check_exit_outputs(X, len(costs_), input_type=input_type))
-        classes_, columns = encode_labels(y, proba.shape[0], proba.shape[2], self.classes)
+        outputs = check_exit_outputs(X, len(costs_), input_type=input_type)
+        log_proba = self._to_log_proba(outputs)
+        classes_, columns = encode_labels(y, outputs.shape[0], outputs.shape[2], self.classes)
         _warn_overrides(self, costs, costs_, budget, budget_)
 
         vars(self).update(settings)
         self.costs_, self.budget_, self.classes_ = costs_, budget_, classes_
-        self.n_exits_, self.n_classes_ = proba.shape[1], proba.shape[2]
+        self.n_exits_, self.n_classes_ = outputs.shape[1], outputs.shape[2]
         self.n_features_in_ = self.n_exits_ * self.n_classes_
-        correct = proba.argmax(axis=-1) == columns[:, None]
-        self.thresholds_, exits = self._fit_thresholds(proba, correct)
+        # Right as predict is right: the argmax of the probabilities predict_proba returns.
+        correct = exit_predictions(outputs, input_type) == columns[:, None]
+        # What the thresholds spend on the fitting data; a policy that spends less on
+        # purpose lowers it while fitting its thresholds.
+        self.target_cost_ = budget_
+        self.thresholds_, exits = self._fit_thresholds(log_proba, correct)
         self.exit_fractions_ = exit_fractions(exits, self.n_exits_)
         return self
+
+    def recalibrate(self, X, budget=None):
+        """Re-set the thresholds from unlabeled per-exit outputs, keeping the learned scores.
+
+        Label-free recalibration for traffic that has drifted from the fitting data:
+        the exit scores stay as fitted (EENet's scorer, a classifier, a confidence
+        measure); only the quota thresholds are set again, on the scores of ``X``, so
+        that the mean cost on ``X`` meets the target. With ``budget`` the operating
+        point moves to that budget without retraining: the quotas are those the
+        policy gives that cost (:meth:`_quota_fractions`), MSDNet's geometric quotas [1]_
+        for the baselines and EENet's mean exit distribution tilted to the cost [2]_.
+        As in :meth:`fit`, the mean cost on ``X`` is at most the target, ties
+        included. Nothing changes if an error is raised.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_exits, n_classes) or (n_samples, n_exits * n_classes)
+            Per-exit logits (or probabilities with ``input_type="proba"``) of a fresh
+            sample of the traffic, with the exits and classes the policy was fitted
+            on. No labels are needed.
+        budget : float, default=None
+            New mean cost per sample allowed, in the unit of ``costs_``, at least
+            ``costs_[0]``. ``None`` keeps the operating point: the thresholds spend
+            ``target_cost_`` on ``X``.
+
+        Returns
+        -------
+        self : BaseExitPolicy
+            The policy, with ``thresholds_`` and ``exit_fractions_`` (on ``X``) set
+            again, and, when ``budget`` is given, ``budget_ = target_cost_ = budget``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the policy is not fitted.
+        TypeError
+            If the policy's thresholds are not quotas of an exit score
+            (:class:`~eenet_sklearn.PatiencePolicy`,
+            :class:`~eenet_sklearn.FixedExitPolicy`: refit them instead), ``X``
+            holds strings, complex numbers or other non-real values, or ``budget``
+            is not a real number.
+        ValueError
+            If ``X`` is empty, ragged, not finite, or not of the fitted number of
+            exits and classes, or ``budget`` is not finite or is below ``costs_[0]``.
+
+        See Also
+        --------
+        fit : Fits the scores and the thresholds on labelled data.
+        eenet_sklearn.online.BudgetController : Holds the mean cost on a stream, batch by batch.
+
+        Notes
+        -----
+        The target is met on ``X`` itself. On later traffic it holds as well as ``X``
+        resembles that traffic, within the sampling noise of ``X``'s size (the
+        thresholds are quantiles of ``X``'s scores). Accuracy is not re-checked: the
+        scores learned on the fitting data may rank drifted samples less well.
+        Called with the fitting data itself, a policy that spends its whole budget
+        gets its fitted thresholds back.
+
+        References
+        ----------
+        .. [1] G. Huang, D. Chen, T. Li, F. Wu, L. van der Maaten and K. Q. Weinberger,
+           "Multi-Scale Dense Networks for Resource Efficient Image Classification",
+           ICLR 2018, arXiv:1703.09844.
+        .. [2] F. Ilhan et al., "Adaptive Deep Neural Network Inference Optimization
+           with EENet", arXiv:2301.07099, 2023.
+
+        Examples
+        --------
+        Traffic less confident than the fitting data (logits scaled down) runs
+        deeper and overspends; recalibrated on a sample of it, the policy spends
+        the budget again, on that sample and on more of the same traffic.
+
+        >>> from eenet_sklearn import MaxProbPolicy
+        >>> from eenet_sklearn.datasets import load_exit_logits
+        >>> data = load_exit_logits("mnist_mlp3")
+        >>> policy = MaxProbPolicy(costs=data.costs, budget=0.03)
+        >>> policy = policy.fit(data.val_logits, data.val_labels)
+        >>> unlabeled, later = 0.3 * data.test_logits[:5000], 0.3 * data.test_logits[5000:]
+        >>> bool(policy.expected_cost(later) > 1.4 * 0.03)  # over the budget by 40% or more
+        True
+        >>> policy = policy.recalibrate(unlabeled)
+        >>> round(policy.expected_cost(later) / 0.03, 2)
+        1.0
+        """
+        check_is_fitted(self)
+        self._check_quota_rule("recalibrate")
+        outputs = check_exit_outputs(
+            X, self.n_exits_, self.n_classes_, self.input_type, type(self).__name__
+        )
+        if budget is None:
+            budget_, target = self.budget_, self.target_cost_
+        else:
+            budget_ = target = check_budget(budget, self.costs_)
+        fractions = self._quota_fractions(target)
+        scores = self._chunked_exit_scores(self._to_log_proba(outputs))
+        thresholds, exits = quota_thresholds(
+            scores, fractions, costs=self.costs_, budget=target, use_gpu=self._use_gpu()
+        )
+        # Everything is computed: set it all at once.
+        self.thresholds_, self.exit_fractions_ = thresholds, exit_fractions(exits, self.n_exits_)
+        self.budget_, self.target_cost_ = budget_, target
+        return self
+
+    def _quota_fractions(self, cost: float) -> np.ndarray:
+        """Exit quotas (fractions of samples, summing to 1) whose expected cost is ``cost``.
+
+        What :meth:`recalibrate` sets thresholds for. Quota rules override this; the
+        base class has no quotas.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no exit quotas.")
+
+    def _check_quota_rule(self, action: str) -> None:
+        """Raise ``TypeError`` unless the thresholds are quotas of an exit score."""
+        if type(self)._quota_fractions is BaseExitPolicy._quota_fractions:
+            name = type(self).__name__
+            raise TypeError(
+                f"{action} needs a policy whose thresholds are quotas of an exit score "
+                "(MaxProbPolicy, EntropyPolicy, LearnedScorePolicy, EarlyExitPolicy); "
+                f"{name} sets its thresholds from a setting (a patience, an exit), not from "
+                f"quotas, so they cannot be moved without labels: fit {name} again with the "
+                "new budget instead."
+            )
 
     def _check_hyperparameters(self) -> dict[str, object]:
         """Validate and normalise the subclass's hyperparameters; called once, first in :meth:`fit`.
@@ -205,49 +406,84 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         return check_budget(budget, costs)
 
     def _fit_thresholds(
-        self, proba: np.ndarray, correct: np.ndarray
+        self, log_proba: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Learn the policy; return its thresholds and the exit of every fitting sample.
 
-        By default, quota thresholds on the scores and quotas of :meth:`_fit_policy`;
-        rules whose thresholds are not quotas (patience, fixed exit) override this.
-        """
-        scores, fractions = self._fit_policy(proba, correct)
-        return quota_thresholds(scores, fractions, use_gpu=self._use_gpu())
+        ``log_proba``: the fitting data's per-exit log-probabilities (:meth:`_to_log_proba`);
+        ``correct``: whether each exit's prediction is right, ``(n_samples, n_exits)``.
 
-    def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        By default, quota thresholds on the scores and quotas of :meth:`_fit_policy`,
+        with the budget as a ceiling on the fitting data; rules whose thresholds are not
+        quotas (patience, fixed exit) override this.
+        """
+        scores, fractions = self._fit_policy(log_proba, correct)
+        # target_cost_: the budget, or less where the policy chose to spend less.
+        thresholds, exits = quota_thresholds(
+            scores, fractions, costs=self.costs_, budget=self.target_cost_, use_gpu=self._use_gpu()
+        )
+        _warn_if_small_fitting_set(type(self).__name__, self.costs_, self.budget_, exits)
+        return thresholds, exits
+
+    def _fit_policy(
+        self, log_proba: np.ndarray, correct: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Learn what the policy needs; return the fitting data's exit scores and the quotas."""
         raise NotImplementedError(
             f"{type(self).__name__} overrides neither _fit_policy nor _fit_thresholds."
         )
 
     @abstractmethod
-    def _exit_scores(self, proba: np.ndarray) -> np.ndarray:
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
         """Exit scores ``(n_samples, n_exits)``; column ``k`` reads exits ``<= k`` only.
 
-        ``proba`` may hold only the first exits (early-exit inference decides exit ``k``
-        from exits ``0..k``); the scores of those exits are returned.
+        ``log_proba`` holds per-exit class log-probabilities (:meth:`_to_log_proba`),
+        class-major; it may hold only the first exits (early-exit inference decides exit
+        ``k`` from exits ``0..k``); the scores of those exits are returned.
         """
 
     def _use_gpu(self) -> bool:
         """Whether threshold sorting runs on the GPU; baselines stay on NumPy."""
         return False
 
-    def _to_proba(self, outputs: np.ndarray) -> np.ndarray:
-        # Fitting and prediction share the layout, so the scores they compute for the
-        # same sample are identical.
-        return exit_proba(outputs, self.input_type)
+    def _to_log_proba(self, outputs: np.ndarray) -> np.ndarray:
+        """Per-exit class log-probabilities of validated outputs: what policies read.
+
+        Log-probabilities rather than probabilities, so that confidences do not saturate
+        where the logits still order samples (see :mod:`eenet_sklearn._features`).
+        Fitting and prediction share the layout, so the scores they compute for the same
+        sample are identical.
+        """
+        return exit_log_proba(outputs, self.input_type)
+
+    def _proba_at(
+        self, outputs: np.ndarray, log_proba: np.ndarray, exits: np.ndarray | int
+    ) -> np.ndarray:
+        """Class probabilities ``(n_samples, n_classes)`` at one exit per sample, a new array.
+
+        ``exp`` of the log-probabilities (bit for bit :func:`~eenet_sklearn._features.softmax`
+        of the logits), or the probabilities as given with ``input_type="proba"``.
+        ``exits``: the exit of each sample, or one exit for all.
+        """
+        given = self.input_type == "proba"
+        if isinstance(exits, int):
+            return outputs[:, exits].copy() if given else np.exp(log_proba[:, exits])
+        rows = np.arange(outputs.shape[0])
+        if given:
+            return outputs[rows, exits]
+        # Gathered class by class, as (classes, samples), then exponentiated.
+        return np.exp(log_proba.transpose(2, 0, 1)[:, rows, exits].T)
 
     def _chunk_rows(self, n_samples: int) -> list[slice]:
         """Row blocks for prediction: bounded memory, temporaries that stay in cache."""
         size = max(1, min(_CHUNK_SIZE, _CHUNK_VALUES // (self.n_exits_ * self.n_classes_)))
         return [slice(start, start + size) for start in range(0, n_samples, size)]
 
-    def _chunked_exit_scores(self, proba: np.ndarray) -> np.ndarray:
+    def _chunked_exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
         """:meth:`_exit_scores` over the same row blocks as prediction uses."""
-        scores = np.empty(proba.shape[:2], dtype=np.float64)
-        for rows in self._chunk_rows(proba.shape[0]):
-            scores[rows] = self._exit_scores(proba[rows])
+        scores = np.empty(log_proba.shape[:2], dtype=np.float64)
+        for rows in self._chunk_rows(log_proba.shape[0]):
+            scores[rows] = self._exit_scores(log_proba[rows])
         return scores
 
     def _decide(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,11 +497,10 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         chosen = np.empty((n_samples, self.n_classes_), dtype=outputs.dtype)
         scores = np.empty((n_samples, self.n_exits_), dtype=np.float64)
         for rows in self._chunk_rows(n_samples):
-            proba = self._to_proba(outputs[rows])
-            scores[rows] = self._exit_scores(proba)
+            log_proba = self._to_log_proba(outputs[rows])
+            scores[rows] = self._exit_scores(log_proba)
             exits[rows] = assign_exits(scores[rows], self.thresholds_)
-            # Gathered class by class, as (classes, samples).
-            chosen[rows] = proba.transpose(2, 0, 1)[:, np.arange(proba.shape[0]), exits[rows]].T
+            chosen[rows] = self._proba_at(outputs[rows], log_proba, exits[rows])
         return exits, chosen, scores
 
     def decide_at_exit(self, X) -> tuple[np.ndarray, np.ndarray]:
@@ -316,11 +551,12 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         outputs = check_exit_prefix(X, self.n_exits_, self.n_classes_, self.input_type)
-        proba = self._to_proba(outputs)
-        k = proba.shape[1] - 1
+        log_proba = self._to_log_proba(outputs)
+        n_samples, k = outputs.shape[0], outputs.shape[1] - 1
+        proba = self._proba_at(outputs, log_proba, k)
         if k == self.n_exits_ - 1:
-            return np.ones(proba.shape[0], dtype=bool), proba[:, k]
-        return self._exit_scores(proba)[:, k] >= self.thresholds_[k], proba[:, k]
+            return np.ones(n_samples, dtype=bool), proba
+        return self._exit_scores(log_proba)[:, k] >= self.thresholds_[k], proba
 
     def predict_exit(self, X) -> np.ndarray:
         """Index (0-based) of the exit each sample leaves at.

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_scalar
 from tqdm.auto import tqdm
 
-from ._features import exit_proba
+from ._features import exit_predictions
 from ._thresholds import exit_fractions
 from ._validation import (
     check_budget,
@@ -122,10 +122,8 @@ def oracle_accuracy(
     budget = check_budget(budget, costs)
     outputs = check_exit_outputs(X, len(costs), input_type=input_type)
     _, columns = encode_labels(y, outputs.shape[0], outputs.shape[2], classes)
-    # Predictions as the policies make them: the argmax of the same probabilities (softmax
-    # can round distinct logits to one value, and ties go to the first class).
-    proba = exit_proba(outputs, input_type)
-    correct = proba.argmax(axis=-1) == columns[:, None]
+    # Predictions as the policies make them (the same function as their fit uses).
+    correct = exit_predictions(outputs, input_type) == columns[:, None]
     n_samples = correct.shape[0]
 
     solvable = correct.any(axis=1)

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import expit
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import NotFittedError
@@ -57,7 +58,9 @@ def test_max_prob_hand_case():
     )
     policy = MaxProbPolicy(costs=[1.0, 3.0], budget=2.0, input_type="proba").fit(proba, [0, 1, 1, 0])
     assert_array_equal(policy.predict_exit(proba), [0, 1, 0, 1])
-    assert_allclose(policy.thresholds_, [0.7, -np.inf])
+    # Thresholds on logit(max-probability): expit gives the probability thresholds.
+    assert_allclose(policy.thresholds_, [np.log(0.7 / 0.3), -np.inf])
+    assert_allclose(expit(policy.thresholds_), [0.7, 0.0])
     assert_allclose(policy.exit_fractions_, [0.5, 0.5])
     assert_array_equal(policy.predict(proba), [0, 1, 1, 0])
     assert policy.score(proba, [0, 1, 1, 0]) == 1.0
@@ -329,3 +332,130 @@ def test_invalid_settings_raise_before_fitting(policy, error, match):
     with pytest.raises(error, match=match):
         policy.fit(X, [0, 1])
     assert not [name for name in vars(policy) if name.endswith("_")]
+
+
+# --- Confidences that do not saturate (log domain) -------------------------------------------
+
+
+def _float64_confidences(logits: np.ndarray) -> dict[type, np.ndarray]:
+    """Max-probability and entropy confidence of float32 logits, in float64 with scipy."""
+    from scipy.special import entr, softmax
+
+    p = softmax(logits.astype(np.float64), axis=-1)
+    return {
+        MaxProbPolicy: p.max(axis=-1),
+        EntropyPolicy: 1.0 - entr(p).sum(axis=-1) / np.log(p.shape[-1]),
+    }
+
+
+def _independent_geometric_quotas(costs: np.ndarray, budget: float) -> np.ndarray:
+    """MSDNet's quotas p_k ~ rho**k with sum_k p_k costs[k] = budget, solved for rho."""
+    from scipy.optimize import brentq
+
+    k = np.arange(len(costs))
+
+    def quotas(log_rho: float) -> np.ndarray:
+        w = np.exp(k * log_rho - max(k * log_rho))
+        return w / w.sum()
+
+    log_rho = brentq(lambda r: quotas(r) @ costs - budget, -60.0, 60.0, xtol=1e-14)
+    return quotas(log_rho)
+
+
+@pytest.mark.parametrize("name", ["mnist_mlp3", "fashion_cnn4"])
+@pytest.mark.parametrize("policy_class", [MaxProbPolicy, EntropyPolicy])
+@pytest.mark.parametrize("position", [0.2, 0.5, 0.8])
+def test_msdnet_rule_on_shipped_logits(name, policy_class, position):
+    """The log-domain scores are the classic rule: at every exit, the samples that leave are
+    more confident (float64 scipy max-probability or entropy confidence) than those that go
+    on, and the exits take MSDNet's geometric quotas."""
+    from eenet_sklearn.datasets import load_exit_logits
+    from eenet_sklearn.metrics import budget_at_position
+
+    data = load_exit_logits(name)
+    X, costs = data.val_logits, data.costs
+    budget = budget_at_position(costs, position)
+    policy = policy_class(costs=costs, budget=budget).fit(X, data.val_labels)
+    exits = policy.predict_exit(X)
+    confidence = _float64_confidences(X)[policy_class]
+    for k in range(len(costs) - 1):
+        leave, go_on = exits == k, exits > k
+        assert confidence[leave, k].min() >= confidence[go_on, k].max() - 1e-9
+    quotas = _independent_geometric_quotas(costs, budget)
+    assert_allclose(policy.exit_fractions_, quotas, atol=5 / len(X))
+
+
+@pytest.mark.parametrize("policy_class", [MaxProbPolicy, EntropyPolicy])
+@pytest.mark.parametrize("scale", [20, 40])
+@pytest.mark.parametrize("position", [0.5, 0.75])
+def test_thresholds_split_samples_whose_confidence_saturates(policy_class, scale, position):
+    """fashion_cnn4 logits times 20 or 40 (an over-confident network): most max-probabilities
+    are exactly 1.0 in float32, yet the logits still order the samples, and so do the scores:
+    no block of tied scores, hardly a fitting sample at a threshold, the budget spent on the
+    fitting data and held on the test data."""
+    from eenet_sklearn.datasets import load_exit_logits
+    from eenet_sklearn.metrics import budget_at_position
+
+    data = load_exit_logits("fashion_cnn4")
+    X, X_test = data.val_logits * np.float32(scale), data.test_logits * np.float32(scale)
+    costs = data.costs
+    # Saturated: most float32 max-probabilities are exactly 1.0 (57% to 95% by exit).
+    from scipy.special import softmax
+
+    assert np.mean(softmax(X, axis=-1).max(axis=-1) == np.float32(1.0)) > 0.5
+    budget = budget_at_position(costs, position)
+    policy = policy_class(costs=costs, budget=budget).fit(X, data.val_labels)
+    scores, exits = policy.exit_scores(X), policy.predict_exit(X)
+    n = len(X)
+    for k in range(len(costs) - 1):
+        reaching = scores[exits >= k, k]
+        largest_tie = np.unique(reaching, return_counts=True)[1].max()
+        assert largest_tie <= 0.005 * n
+        assert np.sum(reaching == policy.thresholds_[k]) <= 0.001 * n
+    assert 0.999 * budget <= policy.expected_cost(X) <= budget * (1 + 1e-9)
+    assert 0.95 * budget <= policy.expected_cost(X_test) <= 1.05 * budget
+
+
+def test_decisions_return_probabilities_for_logits_and_given_probabilities():
+    from scipy.special import softmax
+
+    X, y = make_exit_logits(300, n_exits=3, n_classes=4, random_state=5)
+    X = X * np.float32(40)  # saturated: many probabilities are exactly 0 or 1
+    policy = MaxProbPolicy(costs=[1.0, 2.0, 3.0], budget=2.0).fit(X, y)
+    proba = policy.predict_proba(X)
+    exits = policy.predict_exit(X)
+    assert_allclose(proba, softmax(X[np.arange(len(X)), exits].astype(np.float64), axis=1), atol=1e-6)
+    for k in range(3):
+        leaving, proba_k = policy.decide_at_exit(X[:, : k + 1])
+        assert_allclose(proba_k, softmax(X[:, k].astype(np.float64), axis=1), atol=1e-6)
+        assert_array_equal(leaving[exits >= k], exits[exits >= k] == k)
+    # Given probabilities come back as given, in new arrays.
+    P = softmax(X.astype(np.float64), axis=-1)
+    given = MaxProbPolicy(costs=[1.0, 2.0, 3.0], budget=2.0, input_type="proba").fit(P, y)
+    proba_1 = given.decide_at_exit(P[:, :2])[1]
+    assert_array_equal(proba_1, P[:, 1])
+    proba_1[:] = -1.0
+    assert np.all(P >= 0)
+    assert_array_equal(given.predict_proba(P), P[np.arange(len(P)), given.predict_exit(P)])
+
+
+@pytest.mark.parametrize("policy_class", [MaxProbPolicy, EntropyPolicy])
+def test_probabilities_with_exact_zeros_score_without_warnings(policy_class):
+    # One-hots, ties at the top and zeros: log 0 must not turn into NaN or a warning.
+    P = np.array(
+        [
+            [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+            [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]],
+            [[0.6, 0.4, 0.0], [0.2, 0.0, 0.8]],
+            [[1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0]],
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 4 samples are few to hold a budget
+        warnings.simplefilter("error", RuntimeWarning)
+        policy = policy_class(costs=[1.0, 2.0], budget=1.5, input_type="proba").fit(P, [0, 1, 2, 2])
+        scores = policy.exit_scores(P)
+    assert np.all(np.isfinite(scores))
+    # Exit 0's order: the one-hot, then 0.6 / 0.4, then the tie, then the uniform vector.
+    assert scores[0, 0] > scores[2, 0] > scores[1, 0] > scores[3, 0]
+    assert_array_equal(policy.predict_exit(P), [0, 1, 0, 1])

@@ -108,3 +108,54 @@ def test_speed_quick_writes_provenance(tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["provenance"]["command"].startswith("python benchmarks/speed.py --quick")
     assert {row["n_samples"] for row in record["predict_exit"]} == {10**3, 10**4}
+
+
+def test_drift_quick(tmp_path):
+    import numpy as np
+    import torch
+
+    from eenet_sklearn.datasets import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"needs {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist")
+    script = _load_script("drift")
+
+    # The stream's severity: 0 over the first third, rising to 1 over the second, 1 over the last.
+    severity = script.severity_ramp(9)
+    assert severity.tolist() == [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1, 1]
+    # Severity 0 leaves an image as it is; the input is never written to.
+    images = torch.rand(4, 1, 28, 28)
+    kept = images.clone()
+    out = script.corrupt(images, np.array([0.0, 0.0, 1.0, 1.0]), noise=0.1, rotation=30.0,
+                         rng=np.random.default_rng(0))
+    assert torch.equal(images, kept)
+    assert torch.allclose(out[:2], images[:2], atol=1e-5)
+    assert not torch.allclose(out[2:], images[2:], atol=1e-2)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+    written = script.main(["--quick", "--quiet", "--out", str(tmp_path)])
+    assert {path.name for path in written} == {"drift_quick.md", "drift_quick.csv", "drift_quick.png"}
+    assert (tmp_path / "drift_quick.png").stat().st_size > 0
+    with (tmp_path / "drift_quick.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["policy"], row["method"]) for row in rows] == [
+        (label, method) for label in ("EENet", "MSDNet (max-prob)") for method in script.METHODS
+    ]
+    for row in rows:
+        assert 0.0 <= float(row["accuracy"]) <= 1.0 and float(row["cost_ratio"]) > 0.0
+        assert float(row["target_cost"]) <= float(row["budget"])
+        # The worst window is the one farthest from the target: one of the two ends of the range.
+        assert row["worst_window_cost_ratio"] in (row["min_window_cost_ratio"], row["max_window_cost_ratio"])
+        assert int(row["worst_window_start"]) >= script.QUICK["burn_in"]
+    for label in ("EENet", "MSDNet (max-prob)"):
+        by_method = {row["method"]: row for row in rows if row["policy"] == label}
+        # Recalibration happens after the clean third (the late one after the ramp too):
+        # until then, the thresholds are the fitted ones.
+        for method, same in (("recalibrated", ("clean",)), ("recalibrated late", ("clean", "ramp"))):
+            for third in same:
+                for column in (f"{third}_cost_ratio", f"{third}_accuracy"):
+                    assert by_method[method][column] == by_method["static"][column]
+    text = (tmp_path / "drift_quick.md").read_text()
+    assert "Command: `python benchmarks/drift.py --quick" in text
+    assert "computed once, with the full network" in text
+    _assert_provenance(text)

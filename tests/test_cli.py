@@ -362,6 +362,68 @@ def test_predict_applies_a_policy_fitted_without_a_budget(
         assert set(written["exits"].tolist()) == {1}
 
 
+def test_recalibrate_sets_new_thresholds_from_unlabeled_logits(
+    policy_file: Path, shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Traffic less confident than the fitting data, without labels: the saved policy misspends.
+    with np.load(shipped_file) as archive:
+        traffic = 0.3 * archive["test_logits"]
+    np.savez(tmp_path / "traffic.npz", logits=traffic)
+    policy = joblib.load(policy_file)
+    before = policy.expected_cost(traffic)
+    assert abs(before / policy.target_cost_ - 1) > 0.1
+    output = tmp_path / "recalibrated.joblib"
+    assert main(["recalibrate", str(policy_file), str(tmp_path / "traffic.npz"), "-o", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert f"EarlyExitPolicy recalibrated on {N_ROWS} unlabeled samples" in out
+    assert f"{before:.6g} before" in out and f"saved to {output}" in out
+    recalibrated = joblib.load(output)
+    assert recalibrated.target_cost_ == policy.target_cost_
+    assert recalibrated.expected_cost(traffic) <= policy.target_cost_ * (1 + 1e-9)
+    assert recalibrated.expected_cost(traffic) >= 0.98 * policy.target_cost_
+    # The learned scores are the saved policy's; only the thresholds moved.
+    assert_array_equal(recalibrated.exit_scores(traffic), policy.exit_scores(traffic))
+    assert not np.array_equal(recalibrated.thresholds_, policy.thresholds_)
+
+
+def test_recalibrate_moves_a_policy_to_a_new_budget(
+    plain_file: Path, shipped_file: Path, tmp_path: Path, costs: np.ndarray
+) -> None:
+    fitted = tmp_path / "rule.joblib"
+    argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(fitted), "-q"]
+    assert main(argv) == 0
+    budget = float(costs[0] + 0.25 * (costs[-1] - costs[0]))
+    # The shipped file's test split, the default of data a policy is applied to; saved in place.
+    argv = ["recalibrate", str(fitted), str(shipped_file), "-o", str(fitted), "--budget", str(budget), "-q"]
+    assert main(argv) == 0
+    policy = joblib.load(fitted)
+    assert policy.budget_ == policy.target_cost_ == budget
+    with np.load(shipped_file) as archive:
+        cost = policy.expected_cost(archive["test_logits"])
+    assert 0.98 * budget <= cost <= budget * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("policy_name", "extra", "message"),
+    [
+        ("patience", [], "recalibrate needs a policy whose thresholds are quotas"),
+        ("maxprob", ["--budget", "0.001"], "--budget=0.001 is below the first exit's cost"),
+    ],
+)
+def test_recalibrate_errors_are_one_line(
+    policy_name: str, extra: list[str], message: str, plain_file: Path, shipped_file: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray,
+) -> None:
+    fitted = tmp_path / "policy.joblib"
+    argv = ["fit", str(plain_file), "--policy", policy_name, "--budget", str(costs[1]),
+            "-o", str(fitted), "-q"]
+    assert main(argv) == 0
+    output = tmp_path / "out.joblib"
+    line = run_error(["recalibrate", str(fitted), str(shipped_file), "-o", str(output), *extra], capsys)
+    assert message in line
+    assert not output.exists()
+
+
 def test_evaluate_writes_a_table_and_a_plot(
     shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -549,7 +611,7 @@ def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert result.stderr == f"eenet-sklearn: error: no such file: {tmp_path / 'nope.npz'}\n"
 
 
-@pytest.mark.parametrize("command", ["fit", "predict", "evaluate"])
+@pytest.mark.parametrize("command", ["fit", "predict", "recalibrate", "evaluate"])
 def test_help_documents_the_data_format(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -27,6 +27,7 @@ PUBLIC_MODULES = (
     "eenet_sklearn.plotting",
     "eenet_sklearn.datasets",
     "eenet_sklearn.nn",
+    "eenet_sklearn.online",
 )
 
 #: A mkdocstrings directive, ``::: path``, with its indented YAML options.

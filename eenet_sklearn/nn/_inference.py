@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ..online import BudgetController
 from ._batches import as_inputs, check_batch_size, evaluating, n_rows, resolve_network, row_slice, synchronize
 from ._model import take_rows
 
@@ -53,13 +54,17 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
     of them leave at ``k``; those rows are dropped from the stage output before stage
     ``k + 1`` runs, so nothing is computed for a sample after it leaves. Decisions and
     labels equal ``policy.predict_exit`` / ``policy.predict`` on the full logits of the
-    same inputs, since every policy here decides causally.
+    same inputs, since every policy here decides causally (with a controller, those of
+    its ``predict_exit`` / ``predict`` fed the same batches).
 
     Parameters
     ----------
     network : MultiExitNetwork or fitted MultiExitClassifier
-    policy : fitted exit policy
+    policy : fitted exit policy or BudgetController
         Fitted on logits (``input_type="logits"``) of a network with the same exits.
+        A :class:`~eenet_sklearn.online.BudgetController` decides each batch with its
+        current thresholds and, once every sample of the batch has left, records the
+        batch's exits and moves its thresholds for the next batch.
     X : tensor, ndarray or dict of them
         Inputs of the network's first stage (a dict goes as keyword tensors).
     batch_size : int, default=256
@@ -75,7 +80,7 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
     Raises
     ------
     sklearn.exceptions.NotFittedError
-        If ``policy`` is not fitted.
+        If ``policy`` (or the controller's policy) is not fitted.
     ValueError
         If the policy was fitted on probabilities rather than logits, its number of
         exits differs from the network's, or ``batch_size`` is not a positive integer.
@@ -85,9 +90,15 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
     See Also
     --------
     eenet_sklearn.base.BaseExitPolicy.decide_at_exit : The decision made after each exit.
+    eenet_sklearn.online.BudgetController : Holds the mean cost on a drifting stream.
     time_full_network : The time of the network without early exits.
     measure_latency : The per-exit costs to fit the policy with.
     """
+    # A controller decides (and learns from each batch); its policy is what is checked.
+    controller = policy if isinstance(policy, BudgetController) else None
+    decider = policy
+    if controller is not None:
+        policy = controller.policy
     check_is_fitted(policy)
     if getattr(policy, "input_type", "logits") != "logits":
         raise ValueError(
@@ -116,7 +127,7 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
                 if seen is None:
                     seen = np.empty((len(rows), module.n_exits, logits.shape[1]), dtype=logits.dtype)
                 seen[:, k] = logits
-                leaving, proba = policy.decide_at_exit(seen[:, : k + 1])
+                leaving, proba = decider.decide_at_exit(seen[:, : k + 1])
                 if not leaving.any():
                     continue
                 exits[rows[leaving]] = k
@@ -126,6 +137,8 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
                 staying = ~leaving
                 rows, seen = rows[staying], seen[staying]
                 state = take_rows(state, torch.from_numpy(np.flatnonzero(staying)).to(device))
+            if controller is not None:
+                controller.update(exits[first : first + batch_size])
     synchronize(device)
     return EarlyExitResult(labels, exits, time.perf_counter() - start, batch_size)
 
