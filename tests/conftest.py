@@ -78,6 +78,19 @@ def mnist() -> Bunch:
 
 
 @pytest.fixture(scope="session")
+def fashion() -> Bunch:
+    """Real 4-exit logits: the first half of the val split to fit on, the test split (read-only)."""
+    data = load_exit_logits("fashion_cnn4")
+    subset = Bunch(
+        X=data.val_logits[:5000], y=data.val_labels[:5000], X_test=data.test_logits,
+        y_test=data.test_labels, costs=data.costs.astype(np.float64),
+    )
+    for value in subset.values():
+        value.flags.writeable = False
+    return subset
+
+
+@pytest.fixture(scope="session")
 def make_eenet() -> Callable[..., EarlyExitPolicy]:
     """Factory of unfitted EENet policies with the fast settings; keywords override them."""
 

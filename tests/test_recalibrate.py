@@ -18,7 +18,6 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
-from eenet_sklearn.datasets import load_exit_logits
 from eenet_sklearn.metrics import budget_at_position
 
 QUOTA_POLICIES = ["maxprob", "entropy", "learned", "eenet"]
@@ -44,19 +43,6 @@ def assert_same_state(before: tuple, after: tuple) -> None:
     assert_array_equal(before[0], after[0])
     assert_array_equal(before[1], after[1])
     assert before[2:] == after[2:]
-
-
-@pytest.fixture(scope="module")
-def fashion() -> Bunch:
-    """Real 4-exit logits: half the val split to fit on, the test split to shift (read-only)."""
-    data = load_exit_logits("fashion_cnn4")
-    subset = Bunch(
-        X=data.val_logits[:5000], y=data.val_labels[:5000], X_test=data.test_logits,
-        y_test=data.test_labels, costs=data.costs.astype(np.float64),
-    )
-    for value in subset.values():
-        value.flags.writeable = False
-    return subset
 
 
 @pytest.fixture(scope="module")
