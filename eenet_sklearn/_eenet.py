@@ -6,18 +6,24 @@ import contextlib
 import functools
 import threading
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import threadpoolctl
-import torch
 from scipy.special import expit
 from sklearn.utils import check_random_state, check_scalar
-from skorch import NeuralNet
 
 from ._features import check_confidence, exit_features, n_features
-from ._scoring_network import EENetLoss, ExitScorer, TensorBatches
 from ._thresholds import gpu_available, quota_thresholds, tilt_to_budget
 from .base import BaseExitPolicy
+
+if TYPE_CHECKING:
+    from skorch import NeuralNet
+
+    from ._scoring_network import ExitScorer
+
+# torch, skorch and the scorer's module are imported where the scorer is trained or run:
+# a fitted policy predicts with NumPy alone, so that serving it needs no torch.
 
 _DEVICES = ("auto", "cpu", "cuda")
 #: ``spend_less``: how many evenly spaced mean costs below the budget are tried, and by
@@ -265,6 +271,8 @@ class EarlyExitPolicy(BaseExitPolicy):
 
     def _train_device(self) -> str:
         if self.device == "auto":
+            import torch
+
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 
@@ -332,6 +340,11 @@ class EarlyExitPolicy(BaseExitPolicy):
         return best[1], best[2]
 
     def _train_scorer(self, features: np.ndarray, target: np.ndarray, seed: int) -> NeuralNet:
+        import torch
+        from skorch import NeuralNet
+
+        from ._scoring_network import EENetLoss, ExitScorer, TensorBatches
+
         device = self._train_device()
         net = NeuralNet(
             ExitScorer,
@@ -402,6 +415,8 @@ class EarlyExitPolicy(BaseExitPolicy):
 
     def _mean_exit_log_weights(self, features: np.ndarray) -> np.ndarray:
         """Log of the scorer's mean exit distribution over the samples of ``features``."""
+        import torch
+
         with _one_openmp_thread(), torch.inference_mode():
             _, log_r = self.scorer_.module_(torch.from_numpy(features))
         mean_r = log_r.double().exp().mean(dim=0).numpy()
