@@ -85,11 +85,17 @@ class SmallFittingSetWarning(UserWarning):
 
 
 def _warn_if_small_fitting_set(
-    policy: str, costs: np.ndarray, budget: float | None, exits: np.ndarray, stacklevel: int = 4
+    policy: str,
+    costs: np.ndarray,
+    budget: float | None,
+    exits: np.ndarray,
+    stacklevel: int = 4,
+    done: str = "fitted",
 ) -> None:
     """Give :class:`SmallFittingSetWarning` when ``exits`` are too few for ``budget`` to hold.
 
     ``costs`` and ``exits``: the policy's costs and the exit of each fitting sample.
+    ``done``: what was done on those samples ("fitted", "recalibrated").
     The rule is :class:`SmallFittingSetWarning`'s.
     """
     n_samples = len(exits)
@@ -103,11 +109,11 @@ def _warn_if_small_fitting_set(
     needed = int(np.ceil((_HELD_OUT_Z * spread / (allowed - cost)) ** 2))
     error = spread / np.sqrt(n_samples)
     warnings.warn(
-        f"{policy} was fitted on {n_samples} samples, too few for budget={format_number(budget)} "
+        f"{policy} was {done} on {n_samples} samples, too few for budget={format_number(budget)} "
         f"to hold on new data: at these thresholds the mean cost of new samples has a standard "
         f"error of {format_number(error)} ({100 * error / budget:.2g}% of the budget), so it "
         f"exceeds the budget by more than {100 * _HELD_OUT_SLACK:g}% with probability above 5%. "
-        f"Fit on about {needed} samples or more to keep it within that, or lower the budget.",
+        f"Use about {needed} samples or more to keep it within that, or lower the budget.",
         SmallFittingSetWarning,
         stacklevel=stacklevel,
     )
@@ -310,6 +316,12 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             If ``X`` is empty, ragged, not finite, or not of the fitted number of
             exits and classes, or ``budget`` is not finite or is below ``costs_[0]``.
 
+        Warns
+        -----
+        SmallFittingSetWarning
+            If ``X`` has too few samples for the budget to hold on more of the same
+            traffic, as in :meth:`fit`.
+
         See Also
         --------
         fit : Fits the scores and the thresholds on labelled data.
@@ -364,6 +376,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         thresholds, exits = quota_thresholds(
             scores, fractions, costs=self.costs_, budget=target, use_gpu=self._use_gpu()
         )
+        _warn_if_small_fitting_set(type(self).__name__, self.costs_, budget_, exits, 3, "recalibrated")
         # Everything is computed: set it all at once.
         self.thresholds_, self.exit_fractions_ = thresholds, exit_fractions(exits, self.n_exits_)
         self.budget_, self.target_cost_ = budget_, target

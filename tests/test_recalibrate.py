@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
+from eenet_sklearn.base import SmallFittingSetWarning
 from eenet_sklearn.metrics import budget_at_position
 
 QUOTA_POLICIES = ["maxprob", "entropy", "learned", "eenet"]
@@ -219,3 +221,13 @@ def test_recalibrate_after_pickling_and_on_flattened_outputs(fashion, fitted) ->
     policy.recalibrate(flat, budget=budget)
     assert policy.expected_cost(flat) <= budget * (1 + 1e-9)
     assert policy.expected_cost(fashion.X_test[:3000]) == policy.expected_cost(flat)
+
+
+def test_recalibrating_on_too_few_samples_warns_as_fit_does(fashion):
+    policy = MaxProbPolicy(costs=fashion.costs, budget=budget_at_position(fashion.costs, 0.5))
+    policy.fit(fashion.X, fashion.y)
+    with pytest.warns(SmallFittingSetWarning, match="recalibrated on 50 samples"):
+        policy.recalibrate(fashion.X_test[:50])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallFittingSetWarning)
+        policy.recalibrate(fashion.X_test)
