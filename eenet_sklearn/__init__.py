@@ -8,6 +8,9 @@ from ._baselines import (
     PatiencePolicy,
 )
 from ._eenet import EarlyExitPolicy
+from ._onnx_export import export_onnx
+from ._policy_file import PolicyFileError, load_policy, save_policy
+from ._risk_control import RiskControlledPolicy, RiskNotCertifiedWarning
 from .plotting import BudgetCurveDisplay, ExitDistributionDisplay
 
 __all__ = [
@@ -19,5 +22,11 @@ __all__ = [
     "LearnedScorePolicy",
     "MaxProbPolicy",
     "PatiencePolicy",
+    "PolicyFileError",
+    "RiskControlledPolicy",
+    "RiskNotCertifiedWarning",
+    "export_onnx",
+    "load_policy",
+    "save_policy",
 ]
 __version__ = "0.1.0"

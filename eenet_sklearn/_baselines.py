@@ -27,12 +27,17 @@ from sklearn.utils import check_scalar
 from ._features import (
     check_confidence,
     entropy_log_confidence,
-    exit_features,
+    initial_votes,
     max_prob_logit,
+    step_features,
+    step_votes,
 )
 from ._thresholds import assign_exits, geometric_fractions, within_budget
 from ._validation import check_budget
 from .base import BaseExitPolicy
+
+#: What a scorer that reads the voting measure carries from exit to exit.
+_VOTE_STATE = ("votes", "top_vote")
 
 
 class _GeometricQuotaPolicy(BaseExitPolicy):
@@ -130,8 +135,8 @@ class MaxProbPolicy(_ConfidenceThresholdPolicy):
     True
     """
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        return max_prob_logit(log_proba).astype(np.float64)
+    def _exit_step(self, k, log_proba, proba, state, weights):
+        return max_prob_logit(log_proba), state
 
 
 class EntropyPolicy(_ConfidenceThresholdPolicy):
@@ -173,8 +178,8 @@ class EntropyPolicy(_ConfidenceThresholdPolicy):
     array([0, 1])
     """
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        return entropy_log_confidence(log_proba).astype(np.float64)
+    def _exit_step(self, k, log_proba, proba, state, weights):
+        return entropy_log_confidence(log_proba), state
 
 
 class _FittedClassifier(Protocol):
@@ -291,39 +296,52 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
 
     def _fit_scorer(self, log_proba: np.ndarray, correct: np.ndarray) -> None:
         base = LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
-        features = exit_features(log_proba, self._confidence, self.class_scores)
-        scores = np.empty(correct.shape, dtype=np.float64)
-        self.estimators_ = []
+        # The classifiers are fitted on the inputs the per-exit step gives them at prediction.
+        state = self._step_initial_state(log_proba.shape[0])
+        estimators = []
         for k in range(self.n_exits_):
-            inputs = np.hstack([features[:, k], scores[:, :k]])
+            exit_k = np.ascontiguousarray(log_proba[:, k])
+            inputs, state = self._step_inputs(k, exit_k, np.exp(exit_k), state)
             target = correct[:, k].astype(np.int64)
             # One class only: no classifier can be fitted; the prior is the constant answer.
             single = target.min() == target.max()
             estimator = DummyClassifier(strategy="prior") if single else clone(base)
             estimator.fit(inputs, target)
-            self.estimators_.append(estimator)
-            scores[:, k] = _positive_proba(estimator, inputs)
+            estimators.append(estimator)
+            state["scores"][:, k] = _positive_proba(estimator, inputs)
+        self.estimators_ = estimators
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        features = exit_features(log_proba, self._confidence, self.class_scores)
-        scores = np.empty(log_proba.shape[:2], dtype=np.float64)
-        for k, estimator in enumerate(self.estimators_[: log_proba.shape[1]]):
-            scores[:, k] = _positive_proba(estimator, np.hstack([features[:, k], scores[:, :k]]))
-        return scores
+    def _step_state_names(self) -> tuple[str, ...]:
+        return ("scores", *(_VOTE_STATE if "voting" in self._confidence else ()))
 
+    def _step_initial_state(self, n_samples: int) -> dict[str, np.ndarray]:
+        state = {"scores": np.zeros((n_samples, self.n_exits_), dtype=np.float64)}
+        if "voting" in self._confidence:
+            state.update(initial_votes(n_samples, self.n_classes_))
+        return state
 
-def _agreement_runs(log_proba: np.ndarray) -> np.ndarray:
-    """Entry ``[n, k]``: how many exits up to ``k`` in a row predict exit ``k``'s argmax.
+    def _step_inputs(
+        self, k: int, log_proba: np.ndarray, proba: np.ndarray, state: dict
+    ) -> tuple[np.ndarray, dict]:
+        """Classifier ``k``'s inputs (exit ``k``'s features, the earlier scores) and the state."""
+        state = dict(state)
+        voting = None
+        if "voting" in self._confidence:
+            voting, state["votes"], state["top_vote"] = step_votes(
+                proba, k, state["votes"], state["top_vote"]
+            )
+        features = step_features(proba, voting, self._confidence, self.class_scores, log_proba)
+        state["scores"] = state["scores"].copy()
+        return np.hstack([features, state["scores"][:, :k]]), state
 
-    Counted backwards from ``k``: 1 when exit ``k`` disagrees with exit ``k - 1``,
-    ``k + 1`` when exits ``0..k`` all agree. Causal: reads exits ``0..k`` only.
-    """
-    predictions = log_proba.argmax(axis=-1)
-    runs = np.ones(predictions.shape, dtype=np.float64)
-    for k in range(1, predictions.shape[1]):
-        same = predictions[:, k] == predictions[:, k - 1]
-        runs[same, k] = runs[same, k - 1] + 1
-    return runs
+    def _exit_step(self, k, log_proba, proba, state, weights):
+        # The classifier's own arithmetic (a BLAS product for LogisticRegression) may
+        # round a row differently with other rows; the thresholds lie halfway between
+        # fitting scores, so such an ulp decides no fitting sample differently.
+        inputs, state = self._step_inputs(k, log_proba, proba, state)
+        scores = _positive_proba(self.estimators_[k], inputs).astype(np.float64)
+        state["scores"][:, k] = scores
+        return scores, state
 
 
 def _warn_over_budget(policy: str, setting: str, cost: float, budget: float) -> None:
@@ -469,7 +487,7 @@ class PatiencePolicy(BaseExitPolicy):
             min_exits = [self.min_exit]
         else:
             min_exits = range(n_exits) if free else [0]
-        runs = _agreement_runs(log_proba)
+        runs = self._chunked_exit_scores(log_proba)
         rows = np.arange(runs.shape[0])
         candidates = []
         for min_exit in min_exits:
@@ -492,8 +510,21 @@ class PatiencePolicy(BaseExitPolicy):
         _, _, self.patience_, self.min_exit_, thresholds, exits = best
         return thresholds, exits
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        return _agreement_runs(log_proba)
+    def _step_state_names(self) -> tuple[str, ...]:
+        return ("run", "previous")
+
+    def _step_initial_state(self, n_samples: int) -> dict[str, np.ndarray]:
+        return {
+            "run": np.zeros(n_samples, dtype=np.float64),
+            "previous": np.full(n_samples, -1, dtype=np.int64),
+        }
+
+    def _exit_step(self, k, log_proba, proba, state, weights):
+        # The score: how many exits up to k in a row predict exit k's class (the argmax
+        # of its probabilities, as predict takes it), 1 where exit k disagrees with k - 1.
+        predictions = proba.argmax(axis=-1)
+        run = np.where(predictions == state["previous"], state["run"] + 1.0, 1.0)
+        return run, {"run": run, "previous": predictions}
 
 
 def _patience_thresholds(patience: int, min_exit: int, n_exits: int) -> np.ndarray:
@@ -603,5 +634,5 @@ class FixedExitPolicy(BaseExitPolicy):
         thresholds = np.where(np.arange(self.n_exits_) < self.exit_, np.inf, -np.inf)
         return thresholds, np.full(log_proba.shape[0], self.exit_, dtype=np.int64)
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        return np.zeros(log_proba.shape[:2], dtype=np.float64)
+    def _exit_step(self, k, log_proba, proba, state, weights):
+        return np.zeros(log_proba.shape[0], dtype=np.float64), state

@@ -5,7 +5,11 @@ policies, exit early for real), ``fit`` (fit a policy on a ``.npz``
 of per-exit logits and save it), ``predict`` (apply a saved policy), ``recalibrate`` (new
 thresholds for a saved policy from unlabeled logits) and ``evaluate`` (budget curves of
 several policies, as a table and a plot). Errors the user can fix end
-in one line on stderr and exit status 1, never in a traceback.
+in one line on stderr and exit status 1, never in a traceback; Ctrl-C ends with status 130
+and writes nothing.
+
+Policies are saved as policy files (:func:`~eenet_sklearn.save_policy`), which run no code
+when read; a pickle or joblib policy is read only with ``--allow-pickle``.
 """
 
 from __future__ import annotations
@@ -15,17 +19,16 @@ import contextlib
 import csv
 import sys
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import joblib
 import numpy as np
-import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._demo import DEMO_COUNTS, DEMO_DATA, DEMO_DEFAULTS, DemoSettings, run_demo
+from ._npz import open_npz
+from ._policy_file import load_policy, looks_like_policy_file, save_policy
 from ._registry import POLICIES
 from ._report import budget_curve_table, colour_only_on_terminals, exit_percentages, save_budget_curve_plot
 from ._validation import check_budget, check_costs, check_positions
@@ -92,15 +95,15 @@ def _read_arrays(path: str, wanted: Mapping[str, Sequence[str]]) -> dict[str, np
     CommandError
         When the file is missing, is not a ``.npz`` archive, or has none of the keys
         tried for an entry.
+    ValueError
+        When an array is damaged (a bad CRC, a header claiming more bytes than its
+        member holds) or holds objects: checked before anything is allocated.
     """
-    file = Path(path)
-    if not file.is_file():
+    if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
-    # np.load would take other files for pickles or .npy arrays: check that it is a zip first.
-    if not zipfile.is_zipfile(file):
-        raise CommandError(f"{path} is not a NumPy .npz archive")
-    # No pickles: a data file must not be able to run code.
-    with np.load(file, allow_pickle=False) as archive:
+    # No pickles, and no header taken on trust: a data file can neither run code nor make
+    # the command allocate what its header claims.
+    with open_npz(path) as archive:
         arrays = {}
         for name, keys in wanted.items():
             key = next((key for key in keys if key in archive.files), None)
@@ -156,9 +159,12 @@ def _make_policy(name: str, args: argparse.Namespace) -> BaseExitPolicy:
     """An unfitted policy of the given CLI name, with the training options that apply to it."""
     spec = POLICIES[name]
     options = {option: getattr(args, option) for option in spec.cli_options}
-    if "device" in options and options["device"] == "cuda" and not torch.cuda.is_available():
-        # Caught here, not deep inside torch with a traceback.
-        raise CommandError("--device cuda: no CUDA device is available; use --device auto or cpu")
+    if "device" in options and options["device"] == "cuda":
+        import torch  # only here: predicting and the baselines need no torch
+
+        if not torch.cuda.is_available():
+            # Caught here, not deep inside torch with a traceback.
+            raise CommandError("--device cuda: no CUDA device is available; use --device auto or cpu")
     if "verbose" in options:
         options["verbose"] = int(options["verbose"])
     return spec.build(**options)
@@ -175,14 +181,34 @@ def _warn_if_not_binding(budget: float, costs: np.ndarray, option: str) -> None:
         )
 
 
-def _load_policy(path: str) -> BaseExitPolicy:
-    """A fitted policy saved by ``fit``; :class:`CommandError` for anything else."""
+#: Why a pickle is read only on request.
+_PICKLE_RISK = "loading a pickle or joblib file can execute arbitrary code"
+
+
+def _load_policy(path: str, allow_pickle: bool = False) -> BaseExitPolicy:
+    """A fitted policy saved by ``fit``; :class:`CommandError` for anything else.
+
+    A policy file (:func:`~eenet_sklearn.load_policy`) is read as such, running no code from
+    it. Anything else is taken for a pickle or joblib file and read only with
+    ``allow_pickle``, after a warning; without it, the file is not opened.
+    """
     if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
-    try:
-        policy = joblib.load(path)
-    except Exception as exc:  # unpickling fails in many ways, none of them worth showing
-        raise CommandError(f"{path} is not a policy saved by '{_PROG} fit': it cannot be loaded") from exc
+    if looks_like_policy_file(path):
+        policy = load_policy(path)
+    elif not allow_pickle:
+        raise CommandError(
+            f"{path} is not a policy file written by '{_PROG} fit' or save_policy; if it is a pickle "
+            f"or joblib policy from a source you trust, pass --allow-pickle ({_PICKLE_RISK})"
+        )
+    else:
+        warnings.warn(f"--allow-pickle: reading {path} as a pickle; {_PICKLE_RISK}", UserWarning, 1)
+        import joblib
+
+        try:
+            policy = joblib.load(path)
+        except Exception as exc:  # unpickling fails in many ways, none of them worth showing
+            raise CommandError(f"{path} is not a policy saved by '{_PROG} fit': it cannot be loaded") from exc
     if not isinstance(policy, BaseExitPolicy):
         raise CommandError(f"{path} holds a {type(policy).__name__}, not a policy saved by '{_PROG} fit'")
     try:
@@ -202,13 +228,18 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def _run_fit(args: argparse.Namespace) -> None:
-    """``fit``: fit one policy for one budget and save it with joblib."""
-    _check_output(args.output, "--output")
+    """``fit``: fit one policy for one budget and save it as a policy file."""
+    _check_output(args.output, "--output", (".npz",))
+    if args.max_risk is not None:
+        _run_fit_risk(args)
+        return
+    if args.budget is None:
+        raise CommandError("fit needs --budget, or --max-risk for a risk-controlled policy")
     data = _read_fit_data(args, args.data, args.split)
     policy = _make_policy(args.policy, args)
     _warn_if_not_binding(args.budget, check_costs(data["costs"]), "--budget")
     policy.fit(data["logits"], data["labels"], costs=data["costs"], budget=args.budget)
-    joblib.dump(policy, args.output)
+    save_policy(policy, args.output)
     accuracy = policy.score(data["logits"], data["labels"])
     cost = policy.expected_cost(data["logits"])
     _say(
@@ -220,10 +251,52 @@ def _run_fit(args: argparse.Namespace) -> None:
     )
 
 
+def _run_fit_risk(args: argparse.Namespace) -> None:
+    """``fit --max-risk``: the cheapest certified operating point (RiskControlledPolicy), saved."""
+    from ._risk_control import RiskControlledPolicy
+
+    labelled = args.risk == "accuracy_gap"
+    wanted = {
+        "logits": _key_candidates("logits", args.logits_key, args.split, "val"),
+        "costs": [args.costs_key] if args.costs_key else list(_COSTS_KEYS),
+    }
+    if labelled:
+        wanted["labels"] = _key_candidates("labels", args.labels_key, args.split, "val")
+    data = _read_arrays(args.data, wanted)
+    costs = check_costs(data["costs"])
+    if args.budget is not None:
+        _warn_if_not_binding(args.budget, costs, "--budget")
+    policy = _make_policy(args.policy, args).set_params(costs=costs)
+    model = RiskControlledPolicy(
+        policy,
+        max_risk=args.max_risk,
+        confidence_level=args.confidence,
+        risk=args.risk,
+        budget=args.budget,
+        calibration_size=args.calibration_size,
+        random_state=args.random_state,
+    ).fit(data["logits"], data.get("labels"))
+    save_policy(model.policy_, args.output)
+    verdict = (
+        f"certified {args.risk} <= {args.max_risk:.6g} with confidence {args.confidence:.6g}"
+        if model.certified_
+        else "NOT certified within the budget: every sample at the last exit"
+    )
+    _say(
+        args,
+        f"RiskControlledPolicy({type(policy).__name__}) {verdict}, on {model.n_calibration_} "
+        f"calibration samples\noperating point {model.operating_point_} of {len(model.path_costs_) - 1}: "
+        f"mean cost {model.expected_cost_:.6g} ({100 * model.expected_cost_ / costs[-1]:.1f}% of the "
+        f"last exit's), empirical risk {model.risk_:.4f}, exits (%) "
+        f"{exit_percentages(model.policy_.exit_fractions_)} on the calibration part\n"
+        f"saved to {args.output}",
+    )
+
+
 def _run_predict(args: argparse.Namespace) -> None:
     """``predict``: write the exit and the predicted label of every sample."""
     suffix = _check_output(args.output, "--output", (".npz", ".csv"))
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args.allow_pickle)
     logits = _read_test_data(args, args.data, args.split, labels=False)["logits"]
     exits = policy.predict_exit(logits)
     labels = policy.predict(logits)
@@ -246,14 +319,14 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 def _run_recalibrate(args: argparse.Namespace) -> None:
     """``recalibrate``: new thresholds for a saved policy from unlabeled logits; save it."""
-    _check_output(args.output, "--output")
-    policy = _load_policy(args.policy)
+    _check_output(args.output, "--output", (".npz",))
+    policy = _load_policy(args.policy, args.allow_pickle)
     logits = _read_test_data(args, args.data, args.split, labels=False)["logits"]
     if args.budget is not None:
         _warn_if_not_binding(check_budget(args.budget, policy.costs_, "--budget"), policy.costs_, "--budget")
     before = policy.expected_cost(logits)
     policy.recalibrate(logits, budget=args.budget)
-    joblib.dump(policy, args.output)
+    save_policy(policy, args.output)
     _say(
         args,
         f"{type(policy).__name__} recalibrated on {logits.shape[0]} unlabeled samples "
@@ -353,8 +426,23 @@ def _add_eenet_options(parser: argparse.ArgumentParser) -> None:
         help="seed of the scorer's training (default: 0)",
     )
     eenet.add_argument(
+        "--spend-all", dest="spend_less", action="store_false",
+        help="always spend the whole budget, as in the paper (default: spend less where that is "
+        "clearly more accurate on the fitting data; EarlyExitPolicy's spend_less)",
+    )
+    eenet.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto",
         help="where the scorer trains; auto: CUDA when available (default: auto)",
+    )
+
+
+def _add_allow_pickle_option(parser: argparse.ArgumentParser) -> None:
+    """``--allow-pickle``, for subcommands that read a saved policy."""
+    parser.add_argument(
+        "--allow-pickle", action="store_true",
+        help="also read a pickle or joblib policy (as saved by older versions or joblib.dump). "
+        "Loading a pickle can execute arbitrary code: use it only for a file you trust. "
+        "Policy files written by 'fit' need no flag.",
     )
 
 
@@ -386,24 +474,47 @@ def _add_fit_parser(commands: argparse._SubParsersAction) -> None:
         "fit",
         "fit a policy on per-exit logits for a budget and save it",
         "Fit an exit policy on the per-exit logits and labels of held-out data for an average\n"
-        "budget, and save it with joblib. Example:\n"
-        f"  {_PROG} fit eenet_sklearn/data/fashion_cnn4.npz --budget 0.25 -o policy.joblib",
+        "budget, and save it as a policy file (a .npz holding a JSON manifest and NumPy arrays,\n"
+        "which runs no code when read; eenet_sklearn.load_policy reads it). Example:\n"
+        f"  {_PROG} fit eenet_sklearn/data/fashion_cnn4.npz --budget 0.25 -o policy.npz",
     )
     parser.add_argument("data", help="the .npz data file to fit on")
     parser.add_argument(
-        "--budget", type=float, required=True, metavar="B",
-        help="mean cost per sample allowed, in the unit of the costs, at least the first exit's cost",
+        "--budget", type=float, metavar="B",
+        help="mean cost per sample allowed, in the unit of the costs, at least the first exit's cost "
+        "(required, except with --max-risk, where it is an optional ceiling)",
     )
     parser.add_argument(
         "--policy", choices=POLICIES, default="eenet", metavar="NAME",
         help=f"one of {', '.join(POLICIES)} (default: eenet)",
     )
     parser.add_argument(
-        "-o", "--output", default="policy.joblib", help="where to save the policy (default: policy.joblib)"
+        "-o", "--output", default="policy.npz", help="where to save the policy, a .npz (default: policy.npz)"
     )
     parser.add_argument("--split", help="read <split>_logits and <split>_labels (default: see below)")
     _add_key_options(parser, labels=True, costs=True)
     _add_eenet_options(parser)
+    risk = parser.add_argument_group(
+        "risk control (RiskControlledPolicy: the cheapest point whose risk is certified)"
+    )
+    risk.add_argument(
+        "--max-risk", type=float, metavar="EPS",
+        help="certify the risk <= EPS (a fraction: 0.01 = one accuracy point) instead of fitting "
+        "for a budget; --budget then is an optional ceiling",
+    )
+    risk.add_argument(
+        "--confidence", type=float, default=0.9, metavar="P",
+        help="probability over the calibration draw that the risk holds (default: 0.9)",
+    )
+    risk.add_argument(
+        "--risk", choices=("accuracy_gap", "disagreement"), default="accuracy_gap",
+        help="accuracy_gap: last exit right, chosen exit wrong (needs labels); disagreement: the "
+        "chosen exit predicts another class than the last (no labels read) (default: accuracy_gap)",
+    )
+    risk.add_argument(
+        "--calibration-size", type=float, default=0.5, metavar="F",
+        help="share of the samples held out to certify the risk (default: 0.5)",
+    )
     _add_output_options(parser, verbose=True)
     parser.set_defaults(handler=_run_fit)
 
@@ -416,10 +527,10 @@ def _add_predict_parser(commands: argparse._SubParsersAction) -> None:
         "Apply a policy saved by 'fit' to per-exit logits; write the exit (0-based) each sample\n"
         "leaves at and the label predicted there: a .npz with arrays 'exits' and 'labels', or a\n"
         "CSV with header 'exit,label', as the output's suffix says. Example:\n"
-        f"  {_PROG} predict policy.joblib eenet_sklearn/data/fashion_cnn4.npz -o exits.csv\n"
-        "A policy file is a pickle: load only files you trust.",
+        f"  {_PROG} predict policy.npz eenet_sklearn/data/fashion_cnn4.npz -o exits.csv",
     )
     parser.add_argument("policy", help="policy file written by 'fit'")
+    _add_allow_pickle_option(parser)
     parser.add_argument("data", help="the .npz data file holding the logits")
     parser.add_argument("-o", "--output", required=True, help="output file, .npz or .csv")
     parser.add_argument("--split", help="read <split>_logits (default: see below)")
@@ -437,13 +548,13 @@ def _add_recalibrate_parser(commands: argparse._SubParsersAction) -> None:
         "fresh sample of traffic (no labels needed), keeping its learned scores, so that its\n"
         "mean cost on that sample meets its target again (or --budget, a new one); save it.\n"
         "For the quota policies (eenet, maxprob, entropy, learned-score). Example:\n"
-        f"  {_PROG} recalibrate policy.joblib traffic.npz --logits-key logits -o policy.joblib\n"
-        "A policy file is a pickle: load only files you trust.",
+        f"  {_PROG} recalibrate policy.npz traffic.npz --logits-key logits -o policy.npz",
     )
     parser.add_argument("policy", help="policy file written by 'fit'")
+    _add_allow_pickle_option(parser)
     parser.add_argument("data", help="the .npz data file holding the unlabeled logits")
     parser.add_argument(
-        "-o", "--output", required=True, help="where to save the recalibrated policy (may be POLICY)"
+        "-o", "--output", required=True, help="where to save the recalibrated policy, a .npz (may be POLICY)"
     )
     parser.add_argument(
         "--budget", type=float, metavar="B",
@@ -611,7 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The exit status: 0, or 1 after an error in the files or settings, reported on one
-        line of stderr. A malformed command line exits with status 2 through argparse.
+        line of stderr, or 130 after Ctrl-C (``KeyboardInterrupt``), which writes no output
+        file. A malformed command line exits with status 2 through argparse.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -620,4 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     except _USER_ERRORS as exc:
         print(f"{_PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     return 0

@@ -17,23 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._recipes import (
-    image_inputs,
-    movie_review_splits,
-    train_encoder_heads,
-    train_image_cnn,
-)
+from ._policy_file import save_policy
 from ._registry import POLICIES
 from ._report import budget_curve_table, save_budget_curve_plot
 from ._validation import check_positions
 from .datasets import FASHION_MNIST_DIR, load_fashion_mnist, load_mnist
 from .metrics import budget_at_position, budget_curve
-from .nn._batches import row_slice
 
+# The network recipes and nn (torch) are imported where the demo trains and times its
+# network, so that the command line starts, and predicts, without importing torch.
 if TYPE_CHECKING:
     from .nn import EarlyExitResult
 
@@ -364,6 +359,8 @@ def load_data(settings: DemoSettings) -> _Data:
     ValueError
         If the sizes ask for more samples than the data set has.
     """
+    from ._recipes import image_inputs, movie_review_splits
+
     if settings.data == "movie-reviews":
         from .nn import load_encoder
 
@@ -398,6 +395,8 @@ def load_data(settings: DemoSettings) -> _Data:
 
 def train_network(settings: DemoSettings, data: _Data):
     """The multi-exit network, trained on the training split (a fitted ``MultiExitClassifier``)."""
+    from ._recipes import train_encoder_heads, train_image_cnn
+
     verbose = not settings.quiet
     # skorch prints its epoch log on stdout; stdout is the report's.
     with contextlib.redirect_stdout(sys.stderr):
@@ -458,6 +457,7 @@ def time_inference(net, policies: list, X, y: np.ndarray, logits: np.ndarray, co
         The full network's wall time, ms per sample, over the rounds.
     """
     from .nn import early_exit_predict, time_full_network
+    from .nn._batches import row_slice
 
     # Untimed warm-up of every code path on one batch (allocator, kernels, caches).
     first = row_slice(X, slice(0, batch_size))
@@ -488,7 +488,7 @@ def time_inference(net, policies: list, X, y: np.ndarray, logits: np.ndarray, co
 
 def save_results(result: DemoResult, policy) -> None:
     """Write the fitted policy and the report, then the plot (so that a failing plot loses nothing)."""
-    joblib.dump(policy, result.paths["policy"])
+    save_policy(policy, result.paths["policy"])
     result.paths["report"].write_text(result.to_markdown() + "\n")
     save_budget_curve_plot(
         result.rows, result.paths["plot"], title=f"{result.settings.data}: test accuracy against mean cost",
@@ -526,6 +526,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         seconds[name] = now - since
         return now
 
+    from .nn._batches import row_slice
+
     data = load_data(settings)
     _say(settings, f"Training a multi-exit network on {settings.data} ({settings.epochs} epochs)...")
     net = train_network(settings, data)
@@ -561,7 +563,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         batch_size=batch_size, costs=costs, budgets=budgets, rows=rows, timings=timings,
         full_network_ms=full_network_ms, seconds=seconds,
         paths={name: settings.output_dir / file for name, file in (
-            ("report", "results.md"), ("policy", "eenet_policy.joblib"), ("plot", "budget_accuracy.png"))},
+            ("report", "results.md"), ("policy", "eenet_policy.npz"), ("plot", "budget_accuracy.png"))},
     )
     save_results(result, eenets[len(eenets) // 2])
     return result

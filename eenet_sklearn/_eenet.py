@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 import numpy as np
-import threadpoolctl
 from scipy.special import expit
 from sklearn.utils import check_random_state, check_scalar
 
-from ._features import check_confidence, exit_features, n_features
+from ._decider import _ROW_BLOCK, one_thread, padded_rows, row_product
+from ._features import (
+    check_confidence,
+    exit_features,
+    initial_votes,
+    n_features,
+    step_features,
+    step_votes,
+)
 from ._thresholds import gpu_available, quota_thresholds, tilt_to_budget
 from .base import BaseExitPolicy
 
@@ -75,6 +81,17 @@ class EarlyExitPolicy(BaseExitPolicy):
         exit distribution towards the normalised utilities, the relative budget
         violation, and one minus the expected accuracy.
     max_epochs : int, default=60
+        Most passes over the fitting data the scorer trains for; ``max_steps`` may stop
+        it sooner on large fitting sets.
+    max_steps : int or None, default=6000
+        Most gradient steps (mini-batches) the scorer trains for, so that fit time
+        stops growing with the number of samples ``n`` once there are more than
+        ``max_steps * batch_size / max_epochs`` of them (25,600 with the defaults;
+        below that, the ``max_epochs`` epochs take fewer steps and nothing changes).
+        Above it the scorer trains for ``max(1, max_steps // ceil(n / batch_size))``
+        whole epochs, or, when one epoch has more than ``max_steps`` batches, for
+        ``max_steps`` batches of one shuffled pass (a random subset of
+        ``max_steps * batch_size`` samples). ``None``: always ``max_epochs`` epochs.
     lr : float, default=1e-2
         Adam learning rate.
     weight_decay : float, default=0.0
@@ -134,7 +151,7 @@ class EarlyExitPolicy(BaseExitPolicy):
     ValueError
         In :meth:`fit`: as :meth:`BaseExitPolicy.fit <eenet_sklearn.base.BaseExitPolicy.fit>`
         (missing or invalid ``costs`` and ``budget``, bad ``X`` or ``y``), and for an
-        out-of-range hyperparameter (``hidden_size``, ``max_epochs``, ``batch_size``
+        out-of-range hyperparameter (``hidden_size``, ``max_epochs``, ``max_steps``, ``batch_size``
         or ``n_restarts`` below 1, ``temperature`` or ``lr`` not positive, a negative
         weight, unknown or repeated ``confidence`` names, ``device`` not one of
         ``"auto"``, ``"cpu"``, ``"cuda"``).
@@ -214,6 +231,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         budget_weight=1.0,
         accuracy_weight=3.0,
         max_epochs=60,
+        max_steps=6000,
         lr=1e-2,
         weight_decay=0.0,
         batch_size=256,
@@ -236,6 +254,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         self.budget_weight = budget_weight
         self.accuracy_weight = accuracy_weight
         self.max_epochs = max_epochs
+        self.max_steps = max_steps
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -249,6 +268,8 @@ class EarlyExitPolicy(BaseExitPolicy):
 
     # Scores are the scorer's probabilities that the exit is right.
     _score_scale = "logit"
+    # The NumPy copy of the scorer's heads that prediction reads.
+    _private_fit_state = ("_heads",)
 
     def _check_hyperparameters(self) -> dict[str, object]:
         confidence = check_confidence(self.confidence, self.class_scores)
@@ -259,6 +280,8 @@ class EarlyExitPolicy(BaseExitPolicy):
             ("n_restarts", Integral, 1),
         ):
             check_scalar(getattr(self, name), name, kind, min_val=low)
+        if self.max_steps is not None:
+            check_scalar(self.max_steps, "max_steps", Integral, min_val=1)
         for name in ("temperature", "lr"):
             check_scalar(getattr(self, name), name, Real, min_val=0, include_boundaries="neither")
         for name in ("utility_weight", "kl_weight", "budget_weight", "accuracy_weight", "weight_decay"):
@@ -271,8 +294,10 @@ class EarlyExitPolicy(BaseExitPolicy):
 
     def _train_device(self) -> str:
         if self.device == "auto":
-            import torch
-
+            try:
+                import torch
+            except ImportError:  # a loaded policy, served without torch, sorts on the CPU
+                return "cpu"
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 
@@ -283,23 +308,29 @@ class EarlyExitPolicy(BaseExitPolicy):
         features = exit_features(proba, self._confidence, self.class_scores)
         target = correct.astype(np.float32)
         rng = check_random_state(self.random_state)
-        # (accuracy, scorer, its NumPy heads, scores, fractions) of the best restart so far.
-        best: tuple[float, NeuralNet, list, np.ndarray, np.ndarray] | None = None
+        # (accuracy, scorer, its NumPy heads, mean exit log-weights, scores, quotas) of the
+        # best restart so far. ``self`` is fit's scratch copy (BaseExitPolicy.fit): what is
+        # set on it here reaches the policy only if the whole fit succeeds.
+        best: tuple[float, NeuralNet, list, np.ndarray, np.ndarray, np.ndarray] | None = None
         for _ in range(self.n_restarts):
             self.scorer_ = self._train_scorer(features, target, seed=int(rng.randint(2**31 - 1)))
             self._heads = _numpy_heads(self.scorer_.module_)
             # Thresholds are set on the scores prediction computes, bit for bit, so that a
             # fitting sample at a threshold is decided at prediction as it was in fitting.
             scores = self._chunked_exit_scores(proba)
-            fractions = self._budget_quotas(features)
-            _, exits = quota_thresholds(scores, fractions, costs=self.costs_, budget=self.budget_)
+            # The mean exit distribution, tilted to meet the budget exactly.
+            log_weights = self._mean_exit_log_weights(features)
+            fractions = tilt_to_budget(log_weights, self.costs_, self.budget_)
+            _, exits = quota_thresholds(
+                scores, fractions, costs=self.costs_, budget=self.budget_, use_gpu=self._use_gpu()
+            )
             accuracy = correct[np.arange(len(exits)), exits].mean()
             if best is None or accuracy > best[0]:
-                best = (accuracy, self.scorer_, self._heads, scores, fractions)
+                best = (accuracy, self.scorer_, self._heads, log_weights, scores, fractions)
         assert best is not None  # n_restarts >= 1 is checked with the other hyperparameters
-        _, self.scorer_, self._heads, scores, fractions = best
-        # Kept for recalibrate(budget=...): the quotas of any cost tilt these log-weights.
-        self.quota_log_weights_ = self._mean_exit_log_weights(features)
+        # quota_log_weights_ is kept for recalibrate(budget=...): the quotas of any cost
+        # tilt these log-weights.
+        _, self.scorer_, self._heads, self.quota_log_weights_, scores, fractions = best
         if self.spend_less:
             self.target_cost_, fractions = self._most_accurate_point(scores, correct, fractions)
         return scores, fractions
@@ -346,6 +377,9 @@ class EarlyExitPolicy(BaseExitPolicy):
         from ._scoring_network import EENetLoss, ExitScorer, TensorBatches
 
         device = self._train_device()
+        epochs, batches = _training_length(
+            len(features), self.batch_size, self.max_epochs, self.max_steps
+        )
         net = NeuralNet(
             ExitScorer,
             EENetLoss,
@@ -370,6 +404,7 @@ class EarlyExitPolicy(BaseExitPolicy):
             iterator_train=TensorBatches,
             iterator_train__shuffle=True,
             iterator_train__generator=torch.Generator().manual_seed(seed),
+            iterator_train__max_batches=batches,
             device=device,
             verbose=self.verbose,
         )
@@ -384,7 +419,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         # The scorer is tiny: on the CPU, handing its ops out to several threads costs far
         # more than it saves (benchmarks/results/speed.md), so it trains on one.
         with _one_openmp_thread() if device == "cpu" else contextlib.nullcontext():
-            net.partial_fit(torch.from_numpy(features), torch.from_numpy(target))
+            _train(net, torch.from_numpy(features), torch.from_numpy(target), epochs)
         # The spent shuffling generator is no part of the fitted policy (skorch's set_params
         # refuses iterator changes on an initialised net, hence the plain assignment).
         net.iterator_train__generator = None
@@ -399,19 +434,17 @@ class EarlyExitPolicy(BaseExitPolicy):
 
     def __getstate__(self) -> dict:
         # The scorer's weights are pickled once, with scorer_; the NumPy copies that
-        # prediction reads are rebuilt from them on loading.
+        # prediction reads are rebuilt from them on loading. A policy read by load_policy
+        # has no scorer_: its heads are its only copy of the weights, and are kept.
         state = dict(super().__getstate__())
-        state.pop("_heads", None)
+        if "scorer_" in state:
+            state.pop("_heads", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         if "scorer_" in state and "_heads" not in state:
             self._heads = _numpy_heads(self.scorer_.module_)
-
-    def _budget_quotas(self, features: np.ndarray) -> np.ndarray:
-        """Mean exit distribution of the fitting samples, tilted to meet the budget exactly."""
-        return tilt_to_budget(self._mean_exit_log_weights(features), self.costs_, self.budget_)
 
     def _mean_exit_log_weights(self, features: np.ndarray) -> np.ndarray:
         """Log of the scorer's mean exit distribution over the samples of ``features``."""
@@ -426,28 +459,87 @@ class EarlyExitPolicy(BaseExitPolicy):
     def _quota_fractions(self, cost: float) -> np.ndarray:
         return tilt_to_budget(self.quota_log_weights_, self.costs_, cost)
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        # ExitScorer.utility_logits in NumPy, laid out for speed: the input of head k (exit
-        # k's features, then the sigmoid of the utility logits of exits < k) is one
-        # contiguous (inputs, samples) block, so that each layer of each head is a single
-        # GEMM. NumPy rather than torch: early-exit inference scores a few rows per call,
-        # where each torch op's dispatch costs more than the arithmetic.
-        n_samples, n_exits = log_proba.shape[:2]
-        width = n_features(log_proba.shape[-1], self._confidence, self.class_scores)
-        inputs = np.empty((n_exits, width + n_exits - 1, n_samples), dtype=np.float32)
-        exit_features(
-            log_proba, self._confidence, self.class_scores, out=inputs[:, :width].transpose(2, 0, 1)
-        )
-        utility = np.empty((n_exits, n_samples), dtype=np.float32)
-        for k, (weight, bias, slope, out_weight, out_bias) in enumerate(self._heads[:n_exits]):
-            hidden = weight @ inputs[k, : width + k]
-            hidden += bias
-            np.maximum(hidden, hidden * slope, out=hidden)  # LeakyReLU, 0 <= slope < 1
-            np.matmul(out_weight, hidden, out=utility[k : k + 1])
-            utility[k] += out_bias
-            if k + 1 < n_exits:
-                inputs[k + 1 :, width + k] = expit(utility[k])
-        return expit(utility.T.astype(np.float64))
+    # --- prediction: the per-exit step of ExitScorer.utility_logits, in NumPy ----------
+
+    def _step_state_names(self) -> tuple[str, ...]:
+        voting = ("votes", "top_vote") if "voting" in self._confidence else ()
+        return ("utilities", *voting)
+
+    def _step_initial_state(self, n_samples: int) -> dict[str, np.ndarray]:
+        state = {"utilities": np.zeros((n_samples, self.n_exits_), dtype=np.float64)}
+        if "voting" in self._confidence:
+            state.update(initial_votes(n_samples, self.n_classes_))
+        return state
+
+    def _step_weights(self) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
+        # Float64 copies of _heads (the one stored form), laid out for row_product: the
+        # first weight transposed to (inputs, hidden) with the bias as its last row (the
+        # step's inputs end with a column of ones), the last weight as column 0 of a
+        # (hidden, 8) block of zeros (a one-column product would be a matrix-vector one).
+        weights = []
+        for weight, bias, slope, out_weight, out_bias in self._heads:
+            first = np.vstack([np.asarray(weight, dtype=np.float64).T, np.reshape(bias, (1, -1))])
+            out_block = np.zeros((np.size(out_weight), _ROW_BLOCK), dtype=np.float64)
+            out_block[:, 0] = np.reshape(out_weight, -1)
+            weights.append((first, float(slope), out_block, float(np.reshape(out_bias, -1)[0])))
+        return weights
+
+    def _exit_step(self, k, log_proba, proba, state, weights):
+        # Head k reads exit k's features, then the sigmoid utilities of exits < k (carried
+        # in the state). NumPy rather than torch: early-exit inference scores a few rows
+        # per call, where each torch op's dispatch costs more than the arithmetic. The
+        # products are row_product's: each row is summed by the same BLAS kernel in the
+        # same order whatever the other rows.
+        state = dict(state)
+        voting = None
+        if "voting" in self._confidence:
+            voting, state["votes"], state["top_vote"] = step_votes(
+                proba, k, state["votes"], state["top_vote"]
+            )
+        features = step_features(proba, voting, self._confidence, self.class_scores, log_proba)
+        weight, slope, out_weight, out_bias = weights[k]
+        # [features, utilities of exits < k, 1], in row_product's zero-padded row blocks.
+        n_rows, width = features.shape
+        inputs = np.zeros((padded_rows(n_rows), width + k + 1), dtype=np.float64)
+        inputs[:n_rows, :width] = features
+        inputs[:n_rows, width:-1] = state["utilities"][:, :k]
+        inputs[:n_rows, -1] = 1.0
+        hidden = row_product(inputs, weight)
+        np.maximum(hidden, hidden * slope, out=hidden)  # LeakyReLU, 0 <= slope < 1
+        utility = row_product(hidden, out_weight)[:n_rows, 0]
+        utility += out_bias
+        scores = expit(utility)
+        state["utilities"] = state["utilities"].copy()
+        state["utilities"][:, k] = scores
+        return scores, state
+
+
+def _training_length(
+    n_samples: int, batch_size: int, max_epochs: int, max_steps: int | None
+) -> tuple[int, int | None]:
+    """Epochs, and batches per epoch (``None``: all), within ``max_epochs`` and ``max_steps``.
+
+    Whole epochs while ``max_steps`` allows at least one; otherwise one pass over the
+    first ``max_steps`` batches of a shuffled epoch. See ``EarlyExitPolicy``'s ``max_steps``.
+    """
+    per_epoch = -(-n_samples // batch_size)
+    if max_steps is None:
+        return max_epochs, None
+    if per_epoch > max_steps:
+        return 1, max_steps
+    return min(max_epochs, max_steps // per_epoch), None
+
+
+def _train(net: NeuralNet, features, target, epochs: int) -> None:
+    """Train an initialised skorch net for ``epochs`` epochs, letting ``KeyboardInterrupt`` through.
+
+    What ``NeuralNet.partial_fit`` does, except that ``partial_fit`` catches
+    ``KeyboardInterrupt`` and returns a half-trained net: here Ctrl-C aborts the fit
+    (and, fitting being atomic, leaves the policy as it was).
+    """
+    net.notify("on_train_begin", X=features, y=target)
+    net.fit_loop(features, target, epochs=epochs)
+    net.notify("on_train_end", X=features, y=target)
 
 
 def _overthinks(correct: np.ndarray) -> bool:
@@ -466,7 +558,10 @@ def _overthinks(correct: np.ndarray) -> bool:
 
 
 def _numpy_heads(scorer: ExitScorer) -> list[tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]]:
-    """The scorer's heads as NumPy arrays, for :meth:`EarlyExitPolicy._exit_scores`."""
+    """The scorer's heads as NumPy float32 arrays: the one stored form of its weights.
+
+    Prediction reads float64 copies of them (:meth:`EarlyExitPolicy._step_weights`).
+    """
     return [
         (
             weight.numpy().copy(),
@@ -479,11 +574,6 @@ def _numpy_heads(scorer: ExitScorer) -> list[tuple[np.ndarray, np.ndarray, float
     ]
 
 
-@functools.lru_cache(maxsize=1)
-def _threadpools() -> threadpoolctl.ThreadpoolController:
-    return threadpoolctl.ThreadpoolController()
-
-
 def _one_openmp_thread() -> contextlib.AbstractContextManager:
     """Limit OpenMP (torch's intra-op pool) to one thread in this thread, for a ``with`` block."""
-    return _threadpools().limit(limits=1, user_api="openmp")
+    return one_thread("openmp")

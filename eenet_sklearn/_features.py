@@ -6,9 +6,9 @@ confidence does not saturate where the logits still order the samples (a float32
 max-probability is exactly 1.0 from a margin of about 17 on, a float64 one from
 about 37 on). The exit scores of the threshold rules (:func:`max_prob_logit`,
 :func:`entropy_log_confidence`) are computed there; the features the learned scorers
-read (:func:`exit_features`) are probabilities, computed from it. Every value at exit
-``k`` depends on exits ``0..k`` only, so that it is available at the moment an
-early-exit network reaches exit ``k``.
+read (:func:`exit_features`, :func:`step_features` for one exit) are probabilities,
+computed from it. Every value at exit ``k`` depends on exits ``0..k`` only, so that it is
+available at the moment an early-exit network reaches exit ``k``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,49 @@ import numpy as np
 #: Confidence measures the scorers can combine, in the order they are stacked.
 CONFIDENCE_MEASURES = ("max_prob", "entropy", "voting", "margin")
 
-# Speed notes. These functions accept any memory layout of their input and keep it.
-# Prediction hands them "class-major" views (classes outermost in memory), on which a
-# reduction over the few classes is a handful of fast elementwise passes rather than
-# one short reduction per (sample, exit); so no argmax or partition over classes here.
+# Batch invariance. Prediction computes every value of a sample from that sample's row
+# alone, in float64, and every sum over the classes adds them one by one in class order,
+# ``((v0 + v1) + v2) + ...`` (:func:`_class_sum`), however the call lays out its rows and
+# however many there are (NumPy's own ``sum`` adds a row pairwise, in an order that
+# depends on the memory layout and, for a single row, on its length).
+
+#: A reduction over at most this many classes, of at least ``_COLUMN_PASSES_FROM_ROWS``
+#: rows, runs as one elementwise pass per class: several times faster than NumPy's
+#: per-row reductions over a short last axis.
+_COLUMN_PASSES_UP_TO = 64
+_COLUMN_PASSES_FROM_ROWS = 64
+
+
+def _by_columns(values: np.ndarray) -> bool:
+    n_classes = values.shape[-1]
+    return n_classes <= _COLUMN_PASSES_UP_TO and values.size >= _COLUMN_PASSES_FROM_ROWS * n_classes
+
+
+def _class_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over the last axis, adding the classes one by one in order: ``((v0 + v1) + v2) + ...``.
+
+    The same bits whatever the shape, layout and number of rows (elementwise passes
+    over the class columns, or ``np.add.accumulate`` along each row, which adds in
+    that order by definition). Shape ``values.shape[:-1]``, a new array.
+    """
+    if values.shape[-1] == 0:
+        return np.zeros(values.shape[:-1], dtype=values.dtype)
+    if _by_columns(values):
+        total = values[..., 0].copy()
+        for column in range(1, values.shape[-1]):
+            total += values[..., column]
+        return total
+    return np.add.accumulate(values, axis=-1)[..., -1].copy()
+
+
+def _class_max(values: np.ndarray) -> np.ndarray:
+    """Maximum over the last axis (exact in any order): shape ``values.shape[:-1]``, a new array."""
+    if _by_columns(values) and values.shape[-1] > 0:
+        top = values[..., 0].copy()
+        for column in range(1, values.shape[-1]):
+            np.maximum(top, values[..., column], out=top)
+        return top
+    return values.max(axis=-1)
 
 
 def _log_softmax_inplace(values: np.ndarray, finite: bool = False) -> np.ndarray:
@@ -32,11 +71,11 @@ def _log_softmax_inplace(values: np.ndarray, finite: bool = False) -> np.ndarray
     ``finite``: the values are known to be finite (validated outputs), so the row
     maximum needs no guard.
     """
-    shift = values.max(axis=-1, keepdims=True)
+    shift = _class_max(values)[..., None]
     if not finite:
         shift[~np.isfinite(shift)] = 0
     values -= shift
-    total = np.exp(values).sum(axis=-1, keepdims=True)
+    total = _class_sum(np.exp(values))[..., None]
     if finite:  # total >= 1
         values -= np.log(total, out=total)
         return values
@@ -67,80 +106,70 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_proba, out=log_proba)
 
 
-def _class_major(outputs: np.ndarray) -> np.ndarray:
-    """A copy of ``outputs`` with the classes outermost in memory, indexed as ``outputs``."""
-    return np.ascontiguousarray(outputs.transpose(2, 0, 1)).transpose(1, 2, 0)
-
-
 def exit_log_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
-    """Per-exit class log-probabilities of validated (finite) outputs, laid out class-major.
+    """Class log-probabilities of validated (finite) outputs: float64, classes contiguous.
 
-    What every policy reads (:meth:`BaseExitPolicy._exit_scores
-    <eenet_sklearn.base.BaseExitPolicy._exit_scores>`): the log-softmax of logits, or
-    the log of probabilities (``-inf`` for a probability of 0), in the dtype of
-    ``outputs``. Classes outermost in memory: reductions over the classes then run as
-    fast elementwise passes over (samples, exits) rows instead of one short reduction
-    per (sample, exit).
+    What every policy reads (the per-exit steps of
+    :meth:`BaseExitPolicy.exit_decider <eenet_sklearn.base.BaseExitPolicy.exit_decider>`):
+    the log-softmax of logits, or the log of probabilities (``-inf`` for a probability
+    of 0), of any shape ``(..., n_classes)``. A new C-ordered float64 array whatever the
+    dtype of ``outputs``, so that identical values give identical results in every dtype,
+    and each row's values do not depend on the other rows (see the note above).
     """
-    by_class = _class_major(outputs)
+    values = np.array(outputs, dtype=np.float64, order="C")
     if input_type == "proba":
         with np.errstate(divide="ignore"):
-            return np.log(by_class, out=by_class)
-    return _log_softmax_inplace(by_class, finite=True)
+            return np.log(values, out=values)
+    return _log_softmax_inplace(values, finite=True)
 
 
 def exit_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
-    """Per-exit class probabilities of validated (finite) outputs, laid out class-major.
+    """Class probabilities of validated (finite) outputs: float64, classes contiguous.
 
     ``exp(exit_log_proba(outputs))`` bit for bit for logits; the probabilities as
-    given for ``input_type="proba"``. What the policies predict from
+    given (in float64) for ``input_type="proba"``. What the policies predict from
     (:func:`exit_predictions`) and return (``predict_proba``).
     """
-    by_class = _class_major(outputs)
     if input_type == "proba":
-        return by_class
-    return np.exp(_log_softmax_inplace(by_class, finite=True), out=by_class)
+        return np.array(outputs, dtype=np.float64, order="C")
+    log_proba = exit_log_proba(outputs)
+    return np.exp(log_proba, out=log_proba)
 
 
 def exit_predictions(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
-    """The class each exit predicts, shape ``(n_samples, n_exits)``.
+    """The class each exit predicts, shape ``outputs.shape[:-1]``.
 
     The argmax of :func:`exit_proba` (ties to the first class; softmax can round
     distinct logits to one value). Fitting (which exits are right) and the oracle
     bound both use this, so that they agree with ``predict`` sample for sample.
     """
-    return _argmax(exit_proba(outputs, input_type))
-
-
-def _argmax(proba: np.ndarray) -> np.ndarray:
-    """``proba.argmax(axis=-1)`` (the first maximum), fast on class-major views too."""
-    n_classes = proba.shape[-1]
-    if proba.strides[-1] == proba.itemsize or n_classes > np.iinfo(np.int16).max:
-        return proba.argmax(axis=-1)
-    # The first maximum has the largest "reversed index" (C - c) among the maxima.
-    dtype = np.min_scalar_type(n_classes)
-    is_max = (proba == proba.max(axis=-1, keepdims=True)).view(np.uint8).astype(dtype, copy=False)
-    first = (is_max * np.arange(n_classes, 0, -1, dtype=dtype)).max(axis=-1)
-    return np.minimum(n_classes - first.astype(np.intp), n_classes - 1)
+    return exit_proba(outputs, input_type).argmax(axis=-1)
 
 
 def max_prob(proba: np.ndarray) -> np.ndarray:
     """Largest class probability at each exit, shape ``(n_samples, n_exits)``."""
-    return proba.max(axis=-1)
+    return _class_max(proba)
 
 
-def entropy_confidence(proba: np.ndarray) -> np.ndarray:
+def entropy_confidence(proba: np.ndarray, log_proba: np.ndarray | None = None) -> np.ndarray:
     """``1 - H(p) / log C`` at each exit: 1 for a one-hot, 0 for a uniform vector.
 
     Zero probabilities contribute exactly zero, as with ``xlogy`` (which is several
-    times slower on the class-major views prediction uses).
+    times slower). ``log_proba``: the log of ``proba`` when the caller has it
+    (:func:`exit_log_proba`, ``-inf`` allowed), which saves a logarithm per class;
+    otherwise ``log(proba)`` is taken here.
     """
     n_classes = proba.shape[-1]
-    # Zeros raised to the smallest subnormal: 0 * log(0) becomes an exact 0.
-    plogp = np.maximum(proba, np.finfo(proba.dtype).smallest_subnormal)
-    np.log(plogp, out=plogp)
+    # Zeros raised to the smallest subnormal (their logs to its log): 0 * log(0) becomes
+    # an exact 0.
+    tiny = np.finfo(proba.dtype).smallest_subnormal
+    if log_proba is None:
+        plogp = np.maximum(proba, tiny)
+        np.log(plogp, out=plogp)
+    else:
+        plogp = np.maximum(log_proba, np.log(tiny))
     plogp *= proba
-    entropy = -plogp.sum(axis=-1)
+    entropy = -_class_sum(plogp)
     return 1.0 - entropy / np.log(n_classes)
 
 
@@ -164,19 +193,19 @@ def _odds_terms(log_proba: np.ndarray) -> tuple[np.ndarray, ...]:
     float and ``S = 1``: ``E`` is 0 to float precision, and nothing is NaN.
     """
     dtype = log_proba.dtype
-    top = log_proba.max(axis=-1, keepdims=True)
+    top = _class_max(log_proba)[..., None]
     # 1 on the top classes, 0 elsewhere, as floats (a bool array, or np.where, would cost
     # an allocation more, and np.where lays its result out sample-major: slow here).
     rel = np.equal(log_proba, top, out=np.empty_like(log_proba), casting="unsafe")
-    n_top = rel.sum(axis=-1, keepdims=True)
+    n_top = rel.sum(axis=-1, keepdims=True)  # a count: exact in any order
     # The top classes pushed to the lowest float, below every other class but -inf.
     rel *= np.finfo(dtype).min
     rel += log_proba
-    ref = rel.max(axis=-1, keepdims=True)  # the runner-up
+    ref = _class_max(rel)[..., None]  # the runner-up
     np.copyto(ref, top, where=n_top > 1)
     rel -= ref
     np.exp(rel, out=rel)
-    odds = rel.sum(axis=-1, keepdims=True)
+    odds = _class_sum(rel)[..., None]
     odds += n_top - 1
     return rel, n_top, odds, ref, top
 
@@ -248,10 +277,10 @@ def entropy_log_confidence(log_proba: np.ndarray) -> np.ndarray:
     rel, n_top, odds, ref, top = _odds_terms(log_proba)
     with np.errstate(invalid="ignore"):
         rel *= log_proba  # rel_j log p_j; NaN for 0 * -inf, where p_j = 0
-    bracket = rel.sum(axis=-1, keepdims=True)
+    bracket = _class_sum(rel)[..., None]
     if np.isnan(bracket).any():  # terms of probability-0 classes are 0
         np.fmin(rel, 0, out=rel)
-        bracket = rel.sum(axis=-1, keepdims=True)
+        bracket = _class_sum(rel)[..., None]
     np.negative(bracket, out=bracket)
     excess = ref - top  # E = exp(ref - top) S <= C - 1
     excess += np.log(odds)
@@ -287,7 +316,7 @@ def voting(proba: np.ndarray) -> np.ndarray:
     common argmax among them (1 when all agree; ``1 / (k + 1)`` when all differ).
     """
     n_samples, n_exits, _ = proba.shape
-    predictions = _argmax(proba)
+    predictions = proba.argmax(axis=-1)
     # agree[j]: among the exits seen so far, how many predict what exit j predicts.
     agree = np.zeros((n_exits, n_samples), dtype=np.int32)
     votes = np.empty((n_samples, n_exits), dtype=np.int32)
@@ -314,13 +343,13 @@ def exit_features(
     log_proba: np.ndarray,
     confidence: Sequence[str] = ("max_prob", "entropy", "voting"),
     class_scores: bool = True,
-    *,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stack the chosen confidence measures and class-wise scores per exit.
 
     The features the learned scorers read are probabilities (bounded, as a network's
-    inputs should be), computed from the per-exit log-probabilities the policies read.
+    inputs should be), computed from the per-exit log-probabilities the policies read:
+    what EENet's scorer trains on (in float32, as torch trains); prediction computes
+    the same features exit by exit, in float64 (:func:`step_features`).
 
     Parameters
     ----------
@@ -330,24 +359,103 @@ def exit_features(
         Names from :data:`CONFIDENCE_MEASURES`, stacked in the given order.
     class_scores : bool
         Append the whole probability vector of the exit (the class-wise scores).
-    out : ndarray of shape (n_samples, n_exits, n_features), dtype float32, optional
-        Where to write the features (any memory layout, e.g. a transposed view).
 
     Returns
     -------
     ndarray of shape (n_samples, n_exits, n_features)
-        ``float32`` features (``out`` when given); entry ``[:, k]`` depends on exits
-        ``0..k`` only.
+        ``float32`` features; entry ``[:, k]`` depends on exits ``0..k`` only.
     """
     n_samples, n_exits, n_classes = log_proba.shape
-    if out is None:
-        width = n_features(n_classes, confidence, class_scores)
-        out = np.empty((n_samples, n_exits, width), dtype=np.float32)
+    width = n_features(n_classes, confidence, class_scores)
+    out = np.empty((n_samples, n_exits, width), dtype=np.float32)
     proba = np.exp(log_proba)
     for i, name in enumerate(confidence):
         out[..., i] = _MEASURE_FUNCTIONS[name](proba)
     if class_scores:
         out[..., len(confidence) :] = proba
+    return out
+
+
+def initial_votes(n_samples: int, n_classes: int) -> dict[str, np.ndarray]:
+    """The vote counts before exit 0 (:func:`step_votes`): all zero."""
+    return {
+        "votes": np.zeros((n_samples, n_classes), dtype=np.int64),
+        "top_vote": np.zeros(n_samples, dtype=np.int64),
+    }
+
+
+def step_votes(
+    proba: np.ndarray, k: int, votes: np.ndarray, top_vote: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The voting measure at exit ``k`` from the carried vote counts, in constant time in ``k``.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n_samples, n_classes)
+        Class probabilities at exit ``k`` (:func:`exit_proba`).
+    k : int
+        The exit index (0-based).
+    votes : ndarray of shape (n_samples, n_classes), dtype int64
+        How many of exits ``0..k-1`` predict each class (zeros before exit 0).
+    top_vote : ndarray of shape (n_samples,), dtype int64
+        The largest entry of each row of ``votes``.
+
+    Returns
+    -------
+    voting : ndarray of shape (n_samples,), float64
+        :func:`voting` at exit ``k``: the largest vote count over exits ``0..k``,
+        divided by ``k + 1``.
+    votes, top_vote : ndarray
+        The counts including exit ``k`` (new arrays; the inputs are left alone).
+    """
+    rows = np.arange(proba.shape[0])
+    predictions = proba.argmax(axis=-1)
+    votes = votes.copy()
+    votes[rows, predictions] += 1
+    top_vote = np.maximum(top_vote, votes[rows, predictions])
+    return top_vote / np.float64(k + 1), votes, top_vote
+
+
+def step_features(
+    proba: np.ndarray,
+    voting: np.ndarray | None,
+    confidence: Sequence[str],
+    class_scores: bool,
+    log_proba: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`exit_features` of one exit, in float64, from that exit's probabilities.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n_samples, n_classes)
+        Class probabilities at the exit (:func:`exit_proba`), C-ordered.
+    voting : ndarray of shape (n_samples,) or None
+        The voting measure at the exit (:func:`step_votes`); needed only when
+        ``"voting"`` is in ``confidence``.
+    confidence : sequence of str
+        Names from :data:`CONFIDENCE_MEASURES`, stacked in the given order.
+    class_scores : bool
+        Append the probability vector.
+    log_proba : ndarray of shape (n_samples, n_classes), optional
+        The log of ``proba`` (:func:`exit_log_proba`): the entropy then takes no
+        logarithm of its own (:func:`entropy_confidence`).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features)
+        Float64, C-ordered; each row computed from its own row only.
+    """
+    n_samples, n_classes = proba.shape
+    out = np.empty((n_samples, n_features(n_classes, confidence, class_scores)), dtype=np.float64)
+    for i, name in enumerate(confidence):
+        if name == "voting":
+            out[:, i] = voting
+        elif name == "entropy":
+            out[:, i] = entropy_confidence(proba, log_proba)
+        else:
+            out[:, i] = _MEASURE_FUNCTIONS[name](proba)
+    if class_scores:
+        out[:, len(confidence) :] = proba
     return out
 
 

@@ -166,6 +166,8 @@ class TensorBatches:
     the scorer is tiny, so fetching and collating sample by sample would dominate
     training time (about 6x slower here). Shuffling draws from ``generator``, which
     keeps a seeded fit reproducible even when other threads use torch's global RNG.
+    ``max_batches`` stops a pass early: with shuffling, each pass then covers a fresh
+    random subset of the samples (how a step budget caps training on large sets).
     """
 
     def __init__(
@@ -174,14 +176,17 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        max_batches: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.max_batches = max_batches
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        n_batches = -(-len(self.dataset) // self.batch_size)
+        return n_batches if self.max_batches is None else min(n_batches, self.max_batches)
 
     def __iter__(self):
         X, y = torch.as_tensor(self.dataset.X), torch.as_tensor(self.dataset.y)
@@ -190,6 +195,6 @@ class TensorBatches:
             order = torch.randperm(n_samples, generator=self.generator)
         else:
             order = torch.arange(n_samples)
-        for start in range(0, n_samples, self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             rows = order[start : start + self.batch_size]
             yield X[rows], y[rows]

@@ -62,8 +62,9 @@ def quota_thresholds(
     The budgeted quota rule of MSDNet [1]_, as EENet [2]_ uses it too. Exits are walked
     in order. At exit ``k`` the samples not yet assigned are ranked by their score at
     ``k``; enough of the best leave to bring the number assigned so far to
-    ``round(n_samples * sum(fractions[:k + 1]))``, and the threshold is the lowest
-    admitted score. Samples tied at the quota boundary cannot be split (the rule at
+    ``round(n_samples * sum(fractions[:k + 1]))``, and the threshold lies halfway between
+    the lowest admitted score and the highest score not admitted, so that no fitting
+    sample sits exactly on a threshold. Samples tied at the quota boundary cannot be split (the rule at
     inference is ``score >= threshold``): the whole tied block leaves, or none of it,
     whichever lands nearer the target (leaving on a draw). The difference is made up
     by the next exits, since targets are cumulative. An empty quota gives ``+inf``; a
@@ -204,7 +205,9 @@ def _quota_threshold(xp: ModuleType, candidates, n_admit: int, n_least: int) -> 
 
     A tied block is never split: of the two block boundaries around ``n_admit``, the
     nearer to it that admits at least ``n_least`` (the upper one on a draw); when
-    neither does, the smallest boundary admitting at least ``n_least``.
+    neither does, the smallest boundary admitting at least ``n_least``. The threshold
+    lies halfway between the lowest admitted score and the highest one not admitted
+    (:func:`_between`), so that no fitting sample sits on it.
     """
     ranked = xp.sort(candidates)
     n_left = candidates.shape[0]
@@ -215,11 +218,31 @@ def _quota_threshold(xp: ModuleType, candidates, n_admit: int, n_least: int) -> 
         block_in_nearer = n_at_or_above - n_admit <= n_admit - n_above
         if n_above >= n_least and not block_in_nearer:
             # Leaving the tied block out lands nearer the target: admit only the scores above it.
-            return float(ranked[n_left - n_above]) if n_above else np.inf
+            return _between(ranked, n_above) if n_above else np.inf
         if n_at_or_above >= n_least:
-            return float(boundary)
+            return _between(ranked, n_at_or_above)
     # The budget needs more than the target: the n_least-th best score, with its block.
-    return float(ranked[n_left - n_least])
+    lowest = ranked[n_left - n_least]
+    return _between(ranked, int((candidates >= lowest).sum()))
+
+
+def _between(ranked, n_admitted: int) -> float:
+    """A threshold admitting exactly the ``n_admitted`` best of the sorted scores ``ranked``.
+
+    Halfway (in float64) between the lowest admitted score and the highest score not
+    admitted, where that lies strictly above the latter; the lowest admitted score
+    itself otherwise (adjacent floats), or when every score is admitted. No fitting
+    sample then sits exactly on a threshold, so a score that a different summation
+    order or row layout rounds by an ulp is decided as it was in fitting.
+    ``n_admitted`` must not split a block of equal scores.
+    """
+    n_left = ranked.shape[0]
+    lowest = float(ranked[n_left - n_admitted])
+    if n_admitted >= n_left:
+        return lowest
+    below = float(ranked[n_left - n_admitted - 1])
+    middle = below / 2 + lowest / 2  # halved first: no overflow at the ends of the range
+    return middle if below < middle <= lowest else lowest
 
 
 def assign_exits(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -212,7 +212,8 @@ def check_exit_outputs(
         )
     array = raw if fast else check_array(
         X,  # as given: check_array's dtype choice for lists and frames is kept
-        dtype=(np.float32, np.float64),
+        # Other dtypes (integers, float16) become float64, which holds them exactly.
+        dtype=(np.float64, np.float32),
         allow_nd=True,
         ensure_2d=False,  # 1-D gets the error below, which says what X should be
         ensure_all_finite=False,
@@ -247,7 +248,9 @@ def check_exit_outputs(
         raise ValueError(
             f"{name} has {array.shape[2]} classes per exit, but the policy was fitted with {n_classes}."
         )
-    if not np.all(np.isfinite(array)):
+    # min and max propagate NaN and reach infinities: finiteness checked without a
+    # temporary of the size of X (np.isfinite would make one).
+    if not (np.isfinite(array.min()) and np.isfinite(array.max())):
         raise ValueError(f"{name} contains NaN or infinity; per-exit outputs must be finite.")
     if input_type == "proba":
         if array.min() < 0 or array.max() > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from abc import abstractmethod
 from numbers import Real
@@ -12,8 +13,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
+from ._decider import _ONE_THREAD_FROM, ExitDecider, one_thread
 from ._features import exit_log_proba, exit_predictions
-from ._thresholds import assign_exits, exit_fractions, quota_thresholds
+from ._thresholds import exit_fractions, quota_thresholds
 from ._validation import (
     check_budget,
     check_costs,
@@ -26,14 +28,19 @@ from ._validation import (
     format_values,
 )
 
-__all__ = ["BaseExitPolicy", "FitParameterOverrideWarning", "SmallFittingSetWarning"]
+__all__ = ["BaseExitPolicy", "ExitDecider", "FitParameterOverrideWarning", "SmallFittingSetWarning"]
 
 #: At most this many samples are processed at once in prediction, to bound memory.
 _CHUNK_SIZE = 1 << 16
 
-#: At most this many values (samples x exits x classes) per prediction chunk, so that a
-#: chunk's temporaries stay in cache.
-_CHUNK_VALUES = 1 << 20
+#: About this many values (samples x exits x classes) per prediction chunk, so that a
+#: chunk's temporaries (EENet's hidden layer among them) stay in cache: 3,276 rows at
+#: K=4, C=10, faster than 6,553 or 26,214 (``benchmarks/results/decision_speed.md``).
+_CHUNK_VALUES = 1 << 17
+
+#: At least this many rows per prediction chunk (many classes): fewer would spend more
+#: on each chunk's Python overhead than they save in cache.
+_MIN_CHUNK_ROWS = 256
 
 
 class FitParameterOverrideWarning(UserWarning):
@@ -149,14 +156,43 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     """Base class of budgeted exit policies over per-exit outputs.
 
     A policy sends each sample out at the first exit ``k`` whose exit score reaches
-    ``thresholds_[k]``; subclasses define the score (:meth:`_exit_scores`) and either
-    the fraction of samples each exit should take (:meth:`_fit_policy`, turned into
-    quota thresholds) or the thresholds themselves (:meth:`_fit_thresholds`). Exit
-    scores are causal (the score at exit ``k`` reads exits ``0..k`` only), so every
-    policy can decide during early-exit inference (:meth:`decide_at_exit`).
+    ``thresholds_[k]``; subclasses define the score, one exit at a time
+    (:meth:`_exit_step`, with what it carries from exit to exit), and either the
+    fraction of samples each exit should take (:meth:`_fit_policy`, turned into quota
+    thresholds) or the thresholds themselves (:meth:`_fit_thresholds`). Exit scores
+    are causal (the score at exit ``k`` reads exits ``0..k`` only), so every policy
+    can decide during early-exit inference (:meth:`exit_decider`).
 
     Subclasses accept ``costs``, ``budget``, ``input_type`` and ``classes``
     as constructor parameters. Not meant to be instantiated directly.
+
+    **Batch invariance.** A sample's exit, label and class probabilities never depend
+    on the other rows of the call, on how many there are (one, or millions in
+    bounded-memory chunks), on their order, or on the dtype of identical input values
+    (float16, float32, float64, integers), through :meth:`predict_exit`,
+    :meth:`predict`, :meth:`predict_proba`, :meth:`exit_decider` and
+    :func:`~eenet_sklearn.nn.early_exit_predict` alike. Two mechanisms make it so:
+
+    - *Row-independent arithmetic.* Every prediction runs the one per-exit step of
+      :class:`ExitDecider` (the full-matrix path over all rows, the incremental path
+      over the rows still running). Each exit's outputs are converted to float64 first,
+      and every value of a row is computed from that row alone: elementwise operations,
+      sums over the classes that add them one by one in class order (NumPy's own
+      ``sum`` adds pairwise, in an order that depends on the layout and, for a single
+      row, on its length), and EENet's scorer products through one BLAS
+      matrix-product kernel on zero-padded blocks of 8 rows (OpenBLAS rounds a row
+      differently as a matrix-vector product, at one row, or at the ragged edge of a
+      matrix product, than inside one: up to 2e-7 in float32 here).
+    - *Thresholds off the fitting scores.* A quota threshold lies halfway (in float64)
+      between the lowest admitted fitting score and the highest one not admitted, so
+      no fitting sample sits exactly on a threshold, and a score rounded by an ulp
+      elsewhere (a :class:`~eenet_sklearn.LearnedScorePolicy` classifier's own BLAS
+      products, which this library does not control) still falls on the side it fell
+      in fitting.
+
+    Prediction also limits BLAS and OpenMP to one thread for calls of 1024 rows or more
+    (the small products lose more to thread hand-off and contention than they gain),
+    and keeps its memory beyond the result to a few chunks' temporaries.
 
     See Also
     --------
@@ -198,6 +234,11 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     #: ratio near 0.5 as near 0.999), ``"linear"`` for scores already on an unbounded,
     #: log-odds-like scale.
     _score_scale: ClassVar[str] = "linear"
+
+    #: Private attributes that :meth:`fit` sets (besides those ending in ``_`` and the
+    #: settings of :meth:`_check_hyperparameters`): part of the fitted state, replaced as
+    #: a whole by each fit.
+    _private_fit_state: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, X, y, costs=None, budget=None):
         """Fit the policy on held-out per-exit outputs.
@@ -246,9 +287,15 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             If the policy's thresholds are quotas and ``X`` has too few samples for
             the budget to hold on new data (the rule and the size that would do are
             in :class:`SmallFittingSetWarning`).
+
+        Notes
+        -----
+        Fitting is atomic: every fitted attribute is computed first and all are set
+        together at the end. If the fit raises, or is interrupted (``KeyboardInterrupt``,
+        which is re-raised, never swallowed), the policy keeps its previous fit
+        unchanged, or stays unfitted if it had none.
         """
-        # Validate everything before setting any attribute, so that a failed fit
-        # leaves no half-fitted state that check_is_fitted would take for fitted.
+        # Validate everything first, so that a bad argument is reported before any work.
         settings = self._check_hyperparameters()
         y = check_target(y, type(self).__name__)
         input_type = check_input_type(self.input_type)
@@ -259,18 +306,54 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         classes_, columns = encode_labels(y, outputs.shape[0], outputs.shape[2], self.classes)
         _warn_overrides(self, costs, costs_, budget, budget_)
 
-        vars(self).update(settings)
-        self.costs_, self.budget_, self.classes_ = costs_, budget_, classes_
-        self.n_exits_, self.n_classes_ = outputs.shape[1], outputs.shape[2]
-        self.n_features_in_ = self.n_exits_ * self.n_classes_
+        # Fitting is atomic: the hooks below set their attributes on a scratch copy of the
+        # policy, which hands them over in one assignment at the end (_take_fit). An error
+        # or an interrupt (Ctrl-C) anywhere before leaves the previous fit, or none, intact.
+        fitted = self._fitting_copy(settings)
+        fitted.costs_, fitted.budget_, fitted.classes_ = costs_, budget_, classes_
+        fitted.n_exits_, fitted.n_classes_ = outputs.shape[1], outputs.shape[2]
+        fitted.n_features_in_ = fitted.n_exits_ * fitted.n_classes_
         # Right as predict is right: the argmax of the probabilities predict_proba returns.
         correct = exit_predictions(outputs, input_type) == columns[:, None]
         # What the thresholds spend on the fitting data; a policy that spends less on
         # purpose lowers it while fitting its thresholds.
-        self.target_cost_ = budget_
-        self.thresholds_, exits = self._fit_thresholds(log_proba, correct)
-        self.exit_fractions_ = exit_fractions(exits, self.n_exits_)
+        fitted.target_cost_ = budget_
+        fitted.thresholds_, exits = fitted._fit_thresholds(log_proba, correct)
+        fitted.exit_fractions_ = exit_fractions(exits, fitted.n_exits_)
+        self._take_fit(fitted)
         return self
+
+    def _is_fit_state(self, name: str, settings: dict[str, object]) -> bool:
+        """Whether attribute ``name`` belongs to a fit (replaced by the next) rather than to the user.
+
+        Fitted attributes end in ``_`` (scikit-learn's convention, what ``check_is_fitted``
+        looks for); the private ones are the hyperparameter settings and
+        ``_private_fit_state``. Everything else (parameters, metadata requests) is the user's.
+        """
+        return (
+            (name.endswith("_") and not name.startswith("__"))
+            or name in settings
+            or name in self._private_fit_state
+        )
+
+    def _fitting_copy(self, settings: dict[str, object]) -> BaseExitPolicy:
+        """A scratch policy for :meth:`fit` to set attributes on: the parameters, no fitted state.
+
+        Built without ``__init__`` or pickling (the parameters are shared, not copied:
+        fitting reads them only), then given the validated ``settings``.
+        """
+        scratch = object.__new__(type(self))
+        state = {k: v for k, v in vars(self).items() if not self._is_fit_state(k, settings)}
+        scratch.__dict__.update(state, **settings)
+        return scratch
+
+    def _take_fit(self, fitted: BaseExitPolicy) -> None:
+        """Take the fitted state of ``fitted`` (from :meth:`_fitting_copy`), all at once.
+
+        The new attribute dictionary is built first and installed in a single assignment,
+        which an interrupt cannot split: the policy holds either the old fit or the new.
+        """
+        self.__dict__ = dict(vars(fitted))
 
     def recalibrate(self, X, budget=None):
         """Re-set the thresholds from unlabeled per-exit outputs, keeping the learned scores.
@@ -446,14 +529,93 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             f"{type(self).__name__} overrides neither _fit_policy nor _fit_thresholds."
         )
 
-    @abstractmethod
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        """Exit scores ``(n_samples, n_exits)``; column ``k`` reads exits ``<= k`` only.
+    # --- the per-exit step: the one home of the decision arithmetic ------------------
 
-        ``log_proba`` holds per-exit class log-probabilities (:meth:`_to_log_proba`),
-        class-major; it may hold only the first exits (early-exit inference decides exit
-        ``k`` from exits ``0..k``); the scores of those exits are returned.
+    def _step_state_names(self) -> tuple[str, ...]:
+        """Names of what the decision at exit ``k`` carries from exits ``0..k-1``."""
+        return ()
+
+    def _step_initial_state(self, n_samples: int) -> dict[str, np.ndarray]:
+        """The carried state before exit 0 (:meth:`ExitDecider.initial_state`)."""
+        return {}
+
+    def _step_weights(self) -> object:
+        """Derived forms of the fitted scorer the step reads (not pickled); ``None`` if none."""
+        return None
+
+    @abstractmethod
+    def _exit_step(
+        self,
+        k: int,
+        log_proba: np.ndarray,
+        proba: np.ndarray,
+        state: dict[str, np.ndarray],
+        weights: object,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Exit ``k``'s scores ``(n_rows,)`` and the next state, from exit ``k`` alone.
+
+        ``log_proba``: exit ``k``'s class log-probabilities ``(n_rows, n_classes)``
+        (:func:`~eenet_sklearn._features.exit_log_proba`: float64, C-ordered) and
+        ``proba`` their ``exp``; ``state``: what exits ``0..k-1`` left. None of them
+        is to be modified;
+        ``weights``: :meth:`_step_weights`. Every value of a row must be computed from
+        that row alone, in float64 (elementwise operations, reductions over a row's
+        contiguous classes, no BLAS product whose rounding depends on the number of
+        rows), so that decisions do not depend on the other rows of a call.
         """
+
+    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
+        """Exit scores ``(n_samples, n_exits)`` of :meth:`_to_log_proba` output, step by step.
+
+        ``log_proba`` may hold only the first exits; the scores of those exits are
+        returned, bit for bit those :meth:`exit_decider` computes.
+        """
+        n_samples, n_exits = log_proba.shape[:2]
+        scores = np.empty((n_samples, n_exits), dtype=np.float64)
+        state = self._step_initial_state(n_samples)
+        weights = self._step_weights()
+        for k in range(n_exits):
+            exit_k = np.ascontiguousarray(log_proba[:, k])
+            scores[:, k], state = self._exit_step(k, exit_k, np.exp(exit_k), state, weights)
+        return scores
+
+    def exit_decider(self) -> ExitDecider:
+        """The policy's decision, one exit at a time: for early-exit inference and serving.
+
+        Returns
+        -------
+        ExitDecider
+            Takes exit ``k``'s outputs for the rows still running and the state the
+            earlier exits left; returns which rows leave, their class probabilities
+            and the next state. Each exit's decision costs the same whatever its
+            index. It needs NumPy only, and decides bit for bit as
+            :meth:`predict_exit` (which runs the same steps over all the rows).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the policy is not fitted.
+
+        See Also
+        --------
+        eenet_sklearn.nn.early_exit_predict : Early-exit inference that uses it.
+        ExitDecider : The interface, and what each policy carries in its state.
+
+        Examples
+        --------
+        >>> from eenet_sklearn import FixedExitPolicy
+        >>> X = [[[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0], [0.0, 3.0]]]
+        >>> policy = FixedExitPolicy(costs=[1.0, 2.0, 4.0], exit=1).fit(X, [0, 1])
+        >>> decider = policy.exit_decider()
+        >>> state = decider.initial_state(2)
+        >>> leave, proba, state = decider.decide(0, [[2.0, 0.0], [0.0, 1.0]], state)
+        >>> leave  # at exit 0: nobody leaves
+        array([False, False])
+        >>> decider.decide(1, [[0.0, 1.0], [0.0, 1.0]], state)[0]  # at exit 1: everybody
+        array([ True,  True])
+        """
+        check_is_fitted(self)
+        return ExitDecider(self)
 
     def _use_gpu(self) -> bool:
         """Whether threshold sorting runs on the GPU; baselines stay on NumPy."""
@@ -464,32 +626,15 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
 
         Log-probabilities rather than probabilities, so that confidences do not saturate
         where the logits still order samples (see :mod:`eenet_sklearn._features`).
-        Fitting and prediction share the layout, so the scores they compute for the same
-        sample are identical.
+        Float64 and C-ordered whatever the input dtype, computed row by row, as the
+        per-exit steps compute them: fitting and prediction score a sample identically.
         """
         return exit_log_proba(outputs, self.input_type)
 
-    def _proba_at(
-        self, outputs: np.ndarray, log_proba: np.ndarray, exits: np.ndarray | int
-    ) -> np.ndarray:
-        """Class probabilities ``(n_samples, n_classes)`` at one exit per sample, a new array.
-
-        ``exp`` of the log-probabilities (bit for bit :func:`~eenet_sklearn._features.softmax`
-        of the logits), or the probabilities as given with ``input_type="proba"``.
-        ``exits``: the exit of each sample, or one exit for all.
-        """
-        given = self.input_type == "proba"
-        if isinstance(exits, int):
-            return outputs[:, exits].copy() if given else np.exp(log_proba[:, exits])
-        rows = np.arange(outputs.shape[0])
-        if given:
-            return outputs[rows, exits]
-        # Gathered class by class, as (classes, samples), then exponentiated.
-        return np.exp(log_proba.transpose(2, 0, 1)[:, rows, exits].T)
-
     def _chunk_rows(self, n_samples: int) -> list[slice]:
         """Row blocks for prediction: bounded memory, temporaries that stay in cache."""
-        size = max(1, min(_CHUNK_SIZE, _CHUNK_VALUES // (self.n_exits_ * self.n_classes_)))
+        size = max(_MIN_CHUNK_ROWS, _CHUNK_VALUES // (self.n_exits_ * self.n_classes_))
+        size = max(1, min(_CHUNK_SIZE, size))
         return [slice(start, start + size) for start in range(0, n_samples, size)]
 
     def _chunked_exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
@@ -499,30 +644,49 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             scores[rows] = self._exit_scores(log_proba[rows])
         return scores
 
-    def _decide(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exit, class probabilities at that exit, and exit scores, chunk by chunk."""
+    def _decide(self, X, what: str = "exits") -> np.ndarray:
+        """``what`` of every row ("exits", "labels", "proba" or "scores"), chunk by chunk.
+
+        Memory beyond the result is bounded by the chunk size: nothing else of the
+        size of ``X`` is kept.
+        """
         check_is_fitted(self)
         outputs = check_exit_outputs(
             X, self.n_exits_, self.n_classes_, self.input_type, type(self).__name__
         )
+        return self._decide_outputs(outputs, what, self.exit_decider())
+
+    def _decide_outputs(self, outputs: np.ndarray, what: str, decider: ExitDecider) -> np.ndarray:
+        """:meth:`_decide` of validated outputs, with ``decider``'s thresholds."""
         n_samples = outputs.shape[0]
-        exits = np.empty(n_samples, dtype=np.int64)
-        chosen = np.empty((n_samples, self.n_classes_), dtype=outputs.dtype)
-        scores = np.empty((n_samples, self.n_exits_), dtype=np.float64)
-        for rows in self._chunk_rows(n_samples):
-            log_proba = self._to_log_proba(outputs[rows])
-            scores[rows] = self._exit_scores(log_proba)
-            exits[rows] = assign_exits(scores[rows], self.thresholds_)
-            chosen[rows] = self._proba_at(outputs[rows], log_proba, exits[rows])
-        return exits, chosen, scores
+        result: np.ndarray
+        if what == "proba":
+            result = np.empty((n_samples, self.n_classes_), dtype=np.float64)
+        elif what == "scores":
+            result = np.empty((n_samples, self.n_exits_), dtype=np.float64)
+        else:
+            result = np.empty(n_samples, dtype=np.int64)
+        limit = one_thread() if n_samples >= _ONE_THREAD_FROM else contextlib.nullcontext()
+        with limit:
+            for rows in self._chunk_rows(n_samples):
+                exits, chosen, scores = decider._run(outputs[rows], all_scores=what == "scores")
+                if what == "exits":
+                    result[rows] = exits
+                elif what == "labels":
+                    result[rows] = chosen.argmax(axis=1)
+                elif what == "proba":
+                    result[rows] = chosen
+                else:
+                    result[rows] = scores
+        return result
 
     def decide_at_exit(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Decide at exit ``k`` from the outputs of exits ``0..k`` alone.
 
-        What early-exit inference calls after running the network up to exit ``k``:
-        for the samples that reached ``k``, whether each leaves there and its class
-        probabilities at ``k``. Exit scores are causal, so the decision equals the one
-        :meth:`predict_exit` makes from the outputs of every exit.
+        The decision at exit ``k`` for samples that reached it, from all their outputs
+        so far: it re-runs exits ``0..k``. Early-exit inference and serving code use
+        :meth:`exit_decider` instead, which carries what the earlier exits left and
+        costs the same at every exit; both make :meth:`predict_exit`'s decisions.
 
         Parameters
         ----------
@@ -534,7 +698,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         -------
         leaving : ndarray of shape (n_samples,), dtype bool
             Whether each sample leaves at exit ``k`` (always true at the last exit).
-        proba : ndarray of shape (n_samples, n_classes)
+        proba : ndarray of shape (n_samples, n_classes), float64
             Class probabilities at exit ``k``, columns in ``classes_`` order.
 
         Raises
@@ -549,8 +713,8 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
 
         See Also
         --------
+        exit_decider : The same decision, incremental.
         predict_exit : The same decisions, from the outputs of every exit.
-        eenet_sklearn.nn.early_exit_predict : Early-exit inference that calls this.
 
         Examples
         --------
@@ -564,12 +728,11 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         outputs = check_exit_prefix(X, self.n_exits_, self.n_classes_, self.input_type)
-        log_proba = self._to_log_proba(outputs)
-        n_samples, k = outputs.shape[0], outputs.shape[1] - 1
-        proba = self._proba_at(outputs, log_proba, k)
-        if k == self.n_exits_ - 1:
-            return np.ones(n_samples, dtype=bool), proba
-        return self._exit_scores(log_proba)[:, k] >= self.thresholds_[k], proba
+        decider = self.exit_decider()
+        state = decider.initial_state(outputs.shape[0])
+        for k in range(outputs.shape[1]):
+            scores, proba, state = decider._score(k, outputs[:, k], state)
+        return decider._leave(k, scores), proba
 
     def predict_exit(self, X) -> np.ndarray:
         """Index (0-based) of the exit each sample leaves at.
@@ -600,7 +763,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         predict : The class label at that exit.
         decide_at_exit : The same decision, taken exit by exit.
         """
-        return self._decide(X)[0]
+        return self._decide(X, "exits")
 
     def predict(self, X) -> np.ndarray:
         """Class label predicted at each sample's exit.
@@ -633,8 +796,8 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         predict_proba : The class probabilities at that exit.
         """
         # Decide first: it raises NotFittedError before classes_ is looked up.
-        chosen = self._decide(X)[1]
-        return self.classes_[chosen.argmax(axis=1)]
+        columns = self._decide(X, "labels")
+        return self.classes_[columns]
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of the exit each sample leaves at.
@@ -665,7 +828,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         --------
         predict : The most probable class at that exit.
         """
-        return self._decide(X)[1]
+        return self._decide(X, "proba")
 
     def exit_scores(self, X) -> np.ndarray:
         """Exit scores at every exit (what the thresholds are compared with).
@@ -696,7 +859,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         --------
         predict_exit : The exits these scores choose.
         """
-        return self._decide(X)[2]
+        return self._decide(X, "scores")
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy of :meth:`predict` on ``X`` against ``y``.

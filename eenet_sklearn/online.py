@@ -21,6 +21,7 @@ from scipy.stats import chisquare
 from sklearn.utils import check_scalar
 from sklearn.utils.validation import check_is_fitted
 
+from ._decider import ExitDecider, State
 from ._thresholds import assign_exits
 from ._validation import (
     as_real_array,
@@ -166,7 +167,7 @@ class BudgetController:
     controller hides (the offset absorbs it), whether or not the cost moved. Fitted
     thresholds are themselves estimated from a finite fitting set, so with a window
     much larger than that set the test may reject on data like the fitting data. In
-    early-exit inference (:meth:`decide_at_exit`) a sample that left before its fitted
+    early-exit inference (:meth:`exit_decider`) a sample that left before its fitted
     exit never computed the later exits: the test then pools the exits after the
     earliest exit at which that happened in the window.
 
@@ -357,30 +358,42 @@ class BudgetController:
         """
         policy = self.policy
         check_is_fitted(policy)
-        # As the policy's decide_at_exit reads the outputs, with the scores kept.
         outputs = check_exit_prefix(X, policy.n_exits_, policy.n_classes_, policy.input_type)
-        log_proba = policy._to_log_proba(outputs)
-        scores = policy._exit_scores(log_proba)
-        k = scores.shape[1] - 1
-        fitted = np.asarray(policy.thresholds_, dtype=np.float64)
-        if k == policy.n_exits_ - 1:
-            leaving = np.ones(scores.shape[0], dtype=bool)
-        else:
-            leaving = scores[:, k] >= self._shifted(fitted)[k]
-        self._observe(scores)
-        # The fitted exit of the samples leaving now, where the outputs seen tell it.
-        reached = scores[leaving] >= fitted[: k + 1]  # fitted[-1] = -inf: all reach the last
-        known = reached.any(axis=1)
-        self._pending_known += np.bincount(reached[known].argmax(axis=1), minlength=policy.n_exits_)
-        self._pending_censored[k] += int((~known).sum())
-        return leaving, policy._proba_at(outputs, log_proba, k)
+        decider = _ControlledDecider(self)
+        state = decider.initial_state(outputs.shape[0])
+        for k in range(outputs.shape[1]):
+            last = k == outputs.shape[1] - 1
+            leaving, proba, state = decider._decide_recorded(k, outputs[:, k], state, last)
+        return leaving, proba
+
+    def exit_decider(self) -> ExitDecider:
+        """The policy's incremental decider, with the current thresholds, that feeds the drift test.
+
+        What :func:`~eenet_sklearn.nn.early_exit_predict` drives for a controller: its
+        :meth:`~eenet_sklearn.base.ExitDecider.decide` decides as the policy's decider
+        does, with :attr:`thresholds_` as they are now, and records what the drift test
+        needs of the samples leaving. The thresholds do not move: call :meth:`update`
+        with the batch's exits once every sample of the batch has left.
+
+        Returns
+        -------
+        ExitDecider
+            With the extra state ``"fitted_exit"``: the first exit at which each row's
+            score reached the policy's fitted threshold (``-1`` while none has).
+
+        See Also
+        --------
+        eenet_sklearn.base.BaseExitPolicy.exit_decider : The policy's own.
+        """
+        check_is_fitted(self.policy)
+        return _ControlledDecider(self)
 
     def update(self, exits) -> BudgetController:
-        """Record the exits of a batch decided with :meth:`decide_at_exit`; move the thresholds.
+        """Record the exits of a batch decided with :meth:`exit_decider`; move the thresholds.
 
-        The batch enters the drift test when :meth:`decide_at_exit` saw each of its
-        samples leave, once (as in :func:`~eenet_sklearn.nn.early_exit_predict`);
-        otherwise only its cost is recorded.
+        The batch enters the drift test when the decider (or :meth:`decide_at_exit`)
+        saw each of its samples leave, once (as in
+        :func:`~eenet_sklearn.nn.early_exit_predict`); otherwise only its cost is recorded.
 
         Parameters
         ----------
@@ -422,24 +435,25 @@ class BudgetController:
         outputs = check_exit_outputs(
             X, policy.n_exits_, policy.n_classes_, policy.input_type, type(self).__name__
         )
-        fitted_exits, chosen, scores = policy._decide(outputs)
-        if self.offset_ == 0.0:
-            exits = fitted_exits
-        else:  # thresholds from past batches only: no row's decision depends on another's
-            exits = assign_exits(scores, self.thresholds_)
+        # The policy's decider with the current thresholds (from past batches only: no
+        # row's decision depends on another's); the scores, for the fitted exits.
+        decider = ExitDecider(policy, self.thresholds_)
+        scores = policy._decide_outputs(outputs, "scores", decider)
+        fitted_exits = assign_exits(scores, np.asarray(policy.thresholds_, dtype=np.float64))
+        exits = assign_exits(scores, decider.thresholds)
         self._observe(scores)
         predicted = None
         if labels:
-            # Where the exit differs from the policy's, the probabilities there are the
-            # ones the policy gives at that exit from the outputs up to it.
-            moved = exits != fitted_exits
-            for k in np.unique(exits[moved]):
-                rows = np.flatnonzero(moved & (exits == k))
-                chosen[rows] = policy.decide_at_exit(outputs[rows, : k + 1])[1]
-            predicted = policy.classes_[chosen.argmax(axis=1)]
+            predicted = policy.classes_[policy._decide_outputs(outputs, "labels", decider)]
         known = np.bincount(fitted_exits, minlength=policy.n_exits_)
         self._step(exits, (known, np.zeros(policy.n_exits_, dtype=np.int64)))
         return exits, predicted
+
+    def _observe_exit(self, k: int, scores: np.ndarray) -> None:
+        """Widen the range of scores seen at exit ``k``."""
+        if scores.shape[0]:
+            self._low[k] = min(self._low[k], scores.min())
+            self._high[k] = max(self._high[k], scores.max())
 
     def _observe(self, scores: np.ndarray) -> None:
         """Widen the range of scores seen at each exit (the bounds of the "linear" scale)."""
@@ -544,3 +558,44 @@ def _chisquare_pvalue(observed: np.ndarray, expected: np.ndarray) -> float:
         return 1.0
     expected = expected / expected.sum() * observed.sum()
     return float(chisquare(observed, expected).pvalue)
+
+
+class _ControlledDecider(ExitDecider):
+    """A policy's decider with a controller's thresholds, recording what its drift test needs."""
+
+    def __init__(self, controller: BudgetController) -> None:
+        super().__init__(controller.policy, controller.thresholds_)
+        self._controller = controller
+        self._fitted = np.asarray(controller.policy.thresholds_, dtype=np.float64)
+        self.state_names = (*self.state_names, "fitted_exit")
+
+    def initial_state(self, n_samples: int) -> State:
+        state = super().initial_state(n_samples)
+        state["fitted_exit"] = np.full(n_samples, -1, dtype=np.int64)
+        return state
+
+    def decide(self, k, outputs_k, state):
+        k = self._check_exit(k)
+        outputs = self._check_outputs(outputs_k)
+        self._check_state(state, outputs.shape[0])
+        return self._decide_recorded(k, outputs, state, True)
+
+    def _decide_recorded(
+        self, k: int, outputs: np.ndarray, state, record: bool
+    ) -> tuple[np.ndarray, np.ndarray, State]:
+        """Decide validated exit-``k`` outputs; with ``record``, count the leaving rows' fitted exits."""
+        fitted_exit = state["fitted_exit"]
+        scores, proba, state = self._score(k, outputs, state)
+        leave = self._leave(k, scores)
+        controller = self._controller
+        controller._observe_exit(k, scores)
+        reached = (fitted_exit < 0) & (scores >= self._fitted[k])  # fitted[-1] = -inf
+        state["fitted_exit"] = np.where(reached, k, fitted_exit)
+        if record:
+            # The fitted exit of the rows leaving now, where the outputs seen tell it.
+            known = state["fitted_exit"][leave]
+            controller._pending_known += np.bincount(
+                known[known >= 0], minlength=controller.policy.n_exits_
+            )
+            controller._pending_censored[k] += int((known < 0).sum())
+        return leave, proba, state

@@ -58,9 +58,10 @@ def test_max_prob_hand_case():
     )
     policy = MaxProbPolicy(costs=[1.0, 3.0], budget=2.0, input_type="proba").fit(proba, [0, 1, 1, 0])
     assert_array_equal(policy.predict_exit(proba), [0, 1, 0, 1])
-    # Thresholds on logit(max-probability): expit gives the probability thresholds.
-    assert_allclose(policy.thresholds_, [np.log(0.7 / 0.3), -np.inf])
-    assert_allclose(expit(policy.thresholds_), [0.7, 0.0])
+    # Thresholds on logit(max-probability), halfway between the lowest admitted score
+    # (p_max = 0.7) and the highest left out (0.6); expit gives the probability thresholds.
+    assert_allclose(policy.thresholds_, [(np.log(0.6 / 0.4) + np.log(0.7 / 0.3)) / 2, -np.inf])
+    assert 0.6 < expit(policy.thresholds_[0]) < 0.7
     assert_allclose(policy.exit_fractions_, [0.5, 0.5])
     assert_array_equal(policy.predict(proba), [0, 1, 1, 0])
     assert policy.score(proba, [0, 1, 1, 0]) == 1.0

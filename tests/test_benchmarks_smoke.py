@@ -159,3 +159,23 @@ def test_drift_quick(tmp_path):
     assert "Command: `python benchmarks/drift.py --quick" in text
     assert "computed once, with the full network" in text
     _assert_provenance(text)
+
+
+def test_decision_speed_quick(tmp_path):
+    script = _load_script("decision_speed")
+    argv = ["--quick", "--quiet", "--repeats", "1", "--no-contention", "--out-dir", str(tmp_path)]
+    written = script.main(argv)
+    md, csv_path = tmp_path / "decision_speed_quick.md", tmp_path / "decision_speed_quick.csv"
+    assert written == [md, csv_path]
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    decisions = [row for row in rows if row["section"] == "decision"]
+    # Every policy at every quick shape, each timed; MaxProb is the reference (ratio 1).
+    assert len(decisions) == len(script.QUICK["shapes"]) * len(script.POLICIES)
+    assert all(float(row["decide_us"]) > 0 for row in decisions)
+    assert {float(row["ratio_to_maxprob"]) for row in decisions if row["policy"] == "maxprob"} == {1.0}
+    assert {row["policy"] for row in rows if row["section"] == "throughput"} == {"eenet", "maxprob"}
+    text = md.read_text()
+    assert "Command: `python benchmarks/decision_speed.py --quick" in text
+    _assert_provenance(text)
+    assert "## Findings" in text

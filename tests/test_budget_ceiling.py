@@ -52,6 +52,12 @@ TIED_AT_EXIT_0 = np.column_stack(
 )
 
 
+def _mid(below: float, lowest: float) -> float:
+    """Where a quota threshold lies: halfway between the highest score left out and the
+    lowest admitted, so that no fitting sample sits on it."""
+    return below / 2 + lowest / 2
+
+
 def mean_cost(costs: np.ndarray, exits: np.ndarray) -> float:
     return float(np.asarray(costs)[exits].mean())
 
@@ -66,7 +72,7 @@ def test_a_ceiling_that_does_not_bind_changes_nothing(use_gpu):
     fractions = np.array([0.3, 0.3, 0.4])
     free = quota_thresholds(TIED_AT_EXIT_0, fractions, use_gpu=use_gpu)
     capped = quota_thresholds(TIED_AT_EXIT_0, fractions, costs=COSTS, budget=2.2, use_gpu=use_gpu)
-    assert_array_equal(free[0], [0.8, 0.2, -INF])
+    assert_array_equal(free[0], [_mid(0.7, 0.8), _mid(0.1, 0.2), -INF])
     for got, expected in zip(capped, free, strict=True):
         assert_array_equal(got, expected)
     assert mean_cost(COSTS, capped[1]) == pytest.approx(2.2)
@@ -82,7 +88,7 @@ def test_the_budget_makes_a_later_exit_take_more_than_its_quota(use_gpu):
     thresholds, exits = quota_thresholds(
         TIED_AT_EXIT_0, np.array([0.3, 0.3, 0.4]), costs=COSTS, budget=2.1, use_gpu=use_gpu
     )
-    assert_array_equal(thresholds, [0.8, 0.1, -INF])
+    assert_array_equal(thresholds, [_mid(0.7, 0.8), _mid(0.0, 0.1), -INF])
     assert_array_equal(exits, [0, 0, 2, 2, 2, 1, 1, 1, 1, 1])
     assert mean_cost(COSTS, exits) == pytest.approx(2.1)
 
@@ -98,7 +104,7 @@ def test_a_tied_block_at_the_top_no_longer_overspends(use_gpu):
     thresholds, exits = quota_thresholds(
         scores, np.array([0.3, 0.3, 0.4]), costs=COSTS, budget=2.1, use_gpu=use_gpu
     )
-    assert_array_equal(thresholds, [INF, scores[8, 1], -INF])
+    assert_array_equal(thresholds, [INF, _mid(scores[9, 1], scores[8, 1]), -INF])
     assert_array_equal(exits, [1] * 9 + [2])
     assert mean_cost(COSTS, exits) == pytest.approx(2.1)
 
@@ -121,7 +127,7 @@ def test_the_budget_opens_an_empty_quota_and_takes_a_whole_tied_block(use_gpu):
     thresholds, exits = quota_thresholds(
         scores, np.array([0.0, 0.5, 0.5]), costs=costs, budget=3.0, use_gpu=use_gpu
     )
-    assert_array_equal(thresholds, [scores[3, 0], 0.7, -INF])
+    assert_array_equal(thresholds, [_mid(scores[4, 0], scores[3, 0]), _mid(0.1, 0.7), -INF])
     assert_array_equal(exits, [0, 0, 0, 0, 1, 1, 1, 1, 1, 2])
     assert mean_cost(costs, exits) == pytest.approx(2.9)
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import subprocess
 import sys
+import threading
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +25,8 @@ from eenet_sklearn import (
     LearnedScorePolicy,
     MaxProbPolicy,
     PatiencePolicy,
+    load_policy,
+    save_policy,
 )
 from eenet_sklearn import _demo as demo_module
 from eenet_sklearn._cli import main
@@ -66,7 +73,7 @@ def test_demo_prints_the_report_it_saves(tmp_path: Path, capsys: pytest.CaptureF
         assert 0.0 <= accuracy <= 1.0 and ratio == pytest.approx(cost / budget, rel=0.01)  # 3 decimals
     assert "Early-exit inference with EENet" in out
     assert (tmp_path / "budget_accuracy.png").stat().st_size > 0
-    policy = joblib.load(tmp_path / "eenet_policy.joblib")
+    policy = load_policy(tmp_path / "eenet_policy.npz")
     assert isinstance(policy, EarlyExitPolicy) and policy.n_exits_ == 4
 
 
@@ -113,7 +120,7 @@ def test_demo_runs_each_documented_data_set(
     assert ("too busy to trust these ratios" in result.to_markdown()) == result.noisy
     # What it wrote: the report, the EENet policy at the middle budget, the plot.
     assert result.paths["report"].read_text().strip() == result.to_markdown().strip()
-    policy = joblib.load(result.paths["policy"])
+    policy = load_policy(result.paths["policy"])
     assert isinstance(policy, EarlyExitPolicy) and policy.budget_ == pytest.approx(result.budgets[1])
     assert result.paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -211,7 +218,7 @@ def costs(shipped_file: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def policy_file(tmp_path_factory: pytest.TempPathFactory, shipped_file: Path, costs: np.ndarray) -> Path:
     """An EENet policy saved by ``fit`` from the shipped file's val split."""
-    path = tmp_path_factory.mktemp("policy") / "policy.joblib"
+    path = tmp_path_factory.mktemp("policy") / "policy.npz"
     assert main(["fit", str(shipped_file), "--budget", str(costs[1]), "-o", str(path), "-q", *FAST]) == 0
     return path
 
@@ -229,7 +236,7 @@ def run_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def test_fit_reads_the_val_split_and_saves_the_policy(
     policy_file: Path, shipped_file: Path, costs: np.ndarray
 ) -> None:
-    policy = joblib.load(policy_file)
+    policy = load_policy(policy_file)  # fit writes a policy file, not a pickle
     assert isinstance(policy, EarlyExitPolicy)
     assert policy.budget_ == pytest.approx(costs[1])
     assert_array_equal(policy.costs_, costs)
@@ -240,10 +247,18 @@ def test_fit_reads_the_val_split_and_saves_the_policy(
     assert_allclose(np.bincount(exits, minlength=3) / N_ROWS, policy.exit_fractions_)
 
 
+def test_fit_spend_all_turns_spend_less_off(plain_file: Path, tmp_path: Path, costs: np.ndarray) -> None:
+    output = tmp_path / "policy.npz"
+    argv = ["fit", str(plain_file), "--budget", str(costs[1]), *FAST, "--spend-all", "-o", str(output), "-q"]
+    assert main(argv) == 0
+    policy = load_policy(output)
+    assert policy.spend_less is False and policy.target_cost_ == policy.budget_
+
+
 def test_fit_prints_a_summary(
     plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
 ) -> None:
-    output = tmp_path / "rule.joblib"
+    output = tmp_path / "rule.npz"
     argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(output)]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -264,39 +279,39 @@ def test_fit_prints_a_summary(
 def test_fit_builds_the_chosen_policy(
     name: str, cls: type, plain_file: Path, tmp_path: Path, costs: np.ndarray
 ) -> None:
-    output = tmp_path / "policy.joblib"
+    output = tmp_path / "policy.npz"
     argv = ["fit", str(plain_file), "--policy", name, "--budget", str(costs[1]), "-o", str(output), "-q"]
     assert main(argv) == 0
-    policy = joblib.load(output)
+    policy = load_policy(output)
     assert type(policy) is cls
     assert policy.budget_ == pytest.approx(costs[1])
 
 
 def test_fit_reads_the_keys_the_options_name(shipped_file: Path, tmp_path: Path) -> None:
-    output = tmp_path / "policy.joblib"
+    output = tmp_path / "policy.npz"
     argv = [
         "fit", str(shipped_file), "--policy", "maxprob", "--budget", "10000", "-o", str(output), "-q",
         "--logits-key", "test_logits", "--labels-key", "test_labels", "--costs-key", "costs_flops",
     ]
     assert main(argv) == 0
     with np.load(shipped_file) as archive:
-        assert_array_equal(joblib.load(output).costs_, archive["costs_flops"])
+        assert_array_equal(load_policy(output).costs_, archive["costs_flops"])
 
 
 def test_fit_split_picks_the_split(shipped_file: Path, tmp_path: Path, costs: np.ndarray) -> None:
-    outputs = {split: tmp_path / f"{split}.joblib" for split in ("val", "test")}
+    outputs = {split: tmp_path / f"{split}.npz" for split in ("val", "test")}
     for split, output in outputs.items():
         argv = ["fit", str(shipped_file), "--policy", "maxprob", "--budget", str(costs[1]),
                 "--split", split, "-o", str(output), "-q"]
         assert main(argv) == 0
-    thresholds = {split: joblib.load(output).thresholds_ for split, output in outputs.items()}
+    thresholds = {split: load_policy(output).thresholds_ for split, output in outputs.items()}
     assert not np.array_equal(thresholds["val"], thresholds["test"])
 
 
 def test_fit_verbose_shows_the_epoch_log_and_quiet_prints_nothing(
     plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
 ) -> None:
-    argv = ["fit", str(plain_file), "--budget", str(costs[1]), "-o", str(tmp_path / "p.joblib"), *FAST]
+    argv = ["fit", str(plain_file), "--budget", str(costs[1]), "-o", str(tmp_path / "p.npz"), *FAST]
     assert main([*argv, "--verbose"]) == 0
     out = capsys.readouterr().out
     assert "train_loss" in out  # skorch's epoch table
@@ -308,7 +323,7 @@ def test_fit_verbose_shows_the_epoch_log_and_quiet_prints_nothing(
 def test_a_budget_above_the_last_exit_cost_warns(
     plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
 ) -> None:
-    output = tmp_path / "rule.joblib"
+    output = tmp_path / "rule.npz"
     budget = 2 * costs[-1]
     argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(budget), "-o", str(output)]
     assert main(argv) == 0
@@ -316,14 +331,14 @@ def test_a_budget_above_the_last_exit_cost_warns(
     assert len(err) == 1 and err[0].startswith("eenet-sklearn: warning: --budget")
     assert "does not bind" in err[0]
     # It is still fitted for that budget, which lets every sample reach the last exit.
-    assert joblib.load(output).budget_ == pytest.approx(budget)
+    assert load_policy(output).budget_ == pytest.approx(budget)
 
 
 def test_a_budget_within_the_costs_does_not_warn(
     plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
 ) -> None:
     argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(costs[-1]), "-o",
-            str(tmp_path / "rule.joblib"), "-q"]
+            str(tmp_path / "rule.npz"), "-q"]
     assert main(argv) == 0
     assert capsys.readouterr().err == ""
 
@@ -334,7 +349,7 @@ def test_predict_writes_exits_and_labels(
 ) -> None:
     output = tmp_path / f"predictions{suffix}"
     assert main(["predict", str(policy_file), str(shipped_file), "-o", str(output), "-q"]) == 0
-    policy = joblib.load(policy_file)
+    policy = load_policy(policy_file)
     with np.load(shipped_file) as archive:
         logits = archive["test_logits"]  # the default split of the data a policy is applied to
     if suffix == ".csv":
@@ -354,8 +369,8 @@ def test_predict_applies_a_policy_fitted_without_a_budget(
 ) -> None:
     with np.load(shipped_file) as archive:
         policy = FixedExitPolicy(costs=costs, exit=1).fit(archive["val_logits"], archive["val_labels"])
-    joblib.dump(policy, tmp_path / "fixed.joblib")
-    argv = ["predict", str(tmp_path / "fixed.joblib"), str(shipped_file), "-o", str(tmp_path / "out.npz")]
+    save_policy(policy, tmp_path / "fixed.npz")
+    argv = ["predict", str(tmp_path / "fixed.npz"), str(shipped_file), "-o", str(tmp_path / "out.npz")]
     assert main(argv) == 0
     assert "(budget none), exits (%) 0 / 100 / 0" in capsys.readouterr().out
     with np.load(tmp_path / "out.npz") as written:
@@ -369,15 +384,15 @@ def test_recalibrate_sets_new_thresholds_from_unlabeled_logits(
     with np.load(shipped_file) as archive:
         traffic = 0.3 * archive["test_logits"]
     np.savez(tmp_path / "traffic.npz", logits=traffic)
-    policy = joblib.load(policy_file)
+    policy = load_policy(policy_file)
     before = policy.expected_cost(traffic)
     assert abs(before / policy.target_cost_ - 1) > 0.1
-    output = tmp_path / "recalibrated.joblib"
+    output = tmp_path / "recalibrated.npz"
     assert main(["recalibrate", str(policy_file), str(tmp_path / "traffic.npz"), "-o", str(output)]) == 0
     out = capsys.readouterr().out
     assert f"EarlyExitPolicy recalibrated on {N_ROWS} unlabeled samples" in out
     assert f"{before:.6g} before" in out and f"saved to {output}" in out
-    recalibrated = joblib.load(output)
+    recalibrated = load_policy(output)
     assert recalibrated.target_cost_ == policy.target_cost_
     assert recalibrated.expected_cost(traffic) <= policy.target_cost_ * (1 + 1e-9)
     assert recalibrated.expected_cost(traffic) >= 0.98 * policy.target_cost_
@@ -389,14 +404,14 @@ def test_recalibrate_sets_new_thresholds_from_unlabeled_logits(
 def test_recalibrate_moves_a_policy_to_a_new_budget(
     plain_file: Path, shipped_file: Path, tmp_path: Path, costs: np.ndarray
 ) -> None:
-    fitted = tmp_path / "rule.joblib"
+    fitted = tmp_path / "rule.npz"
     argv = ["fit", str(plain_file), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(fitted), "-q"]
     assert main(argv) == 0
     budget = float(costs[0] + 0.25 * (costs[-1] - costs[0]))
     # The shipped file's test split, the default of data a policy is applied to; saved in place.
     argv = ["recalibrate", str(fitted), str(shipped_file), "-o", str(fitted), "--budget", str(budget), "-q"]
     assert main(argv) == 0
-    policy = joblib.load(fitted)
+    policy = load_policy(fitted)
     assert policy.budget_ == policy.target_cost_ == budget
     with np.load(shipped_file) as archive:
         cost = policy.expected_cost(archive["test_logits"])
@@ -414,11 +429,11 @@ def test_recalibrate_errors_are_one_line(
     policy_name: str, extra: list[str], message: str, plain_file: Path, shipped_file: Path,
     tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray,
 ) -> None:
-    fitted = tmp_path / "policy.joblib"
+    fitted = tmp_path / "policy.npz"
     argv = ["fit", str(plain_file), "--policy", policy_name, "--budget", str(costs[1]),
             "-o", str(fitted), "-q"]
     assert main(argv) == 0
-    output = tmp_path / "out.joblib"
+    output = tmp_path / "out.npz"
     line = run_error(["recalibrate", str(fitted), str(shipped_file), "-o", str(output), *extra], capsys)
     assert message in line
     assert not output.exists()
@@ -520,7 +535,7 @@ def test_a_file_without_costs_names_the_option(tmp_path: Path, capsys: pytest.Ca
 def test_a_bad_budget_is_one_line(
     budget: str, shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    output = tmp_path / "policy.joblib"
+    output = tmp_path / "policy.npz"
     line = run_error(["fit", str(shipped_file), "--budget", budget, "-o", str(output)], capsys)
     assert "budget" in line
     assert not output.exists()
@@ -546,8 +561,14 @@ def test_a_file_that_is_not_a_policy_is_one_line(
         path.write_text("not a pickle")
     else:
         joblib.dump(np.zeros(3) if content == "array" else MaxProbPolicy(), path)
-    line = run_error(["predict", str(path), str(shipped_file), "-o", str(tmp_path / "out.csv")], capsys)
-    assert {"text": "cannot be loaded", "array": "holds a ndarray", "estimator": "unfitted"}[content] in line
+    argv = ["predict", str(path), str(shipped_file), "-o", str(tmp_path / "out.csv")]
+    assert "is not a policy file written by 'eenet-sklearn fit'" in run_error(argv, capsys)
+    # Read as a pickle on request: a warning line, then the error line.
+    assert main([*argv, "--allow-pickle"]) == 1
+    warning, error = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("eenet-sklearn: warning: --allow-pickle")
+    assert "execute arbitrary code" in warning
+    assert {"text": "cannot be loaded", "array": "holds a ndarray", "estimator": "unfitted"}[content] in error
 
 
 def test_a_library_error_is_one_line(
@@ -565,7 +586,9 @@ def test_a_library_error_is_one_line(
         (["predict", "POLICY", "DATA", "-o", "out.txt"], "--output must end in .npz or .csv"),
         (["evaluate", "DATA", "--table", "curve.html"], "--table must end in .md or .csv"),
         (["evaluate", "DATA", "--plot", "curve.svg"], "--plot must end in .png"),
-        (["fit", "DATA", "--budget", "1", "-o", "missing/policy.joblib"], "--output: no such folder"),
+        (["fit", "DATA", "--budget", "1", "-o", "missing/policy.npz"], "--output: no such folder"),
+        (["fit", "DATA", "--budget", "1", "-o", "policy.joblib"], "--output must end in .npz"),
+        (["recalibrate", "POLICY", "DATA", "-o", "policy.pkl"], "--output must end in .npz"),
     ],
 )
 def test_a_bad_output_path_fails_before_any_work(
@@ -596,7 +619,7 @@ def test_warnings_are_one_line(
     path = tmp_path / "column_labels.npz"
     with np.load(plain_file) as archive:
         np.savez(path, logits=archive["logits"], labels=archive["labels"][:, None], costs=archive["costs"])
-    argv = ["fit", str(path), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(tmp_path / "p.jl")]
+    argv = ["fit", str(path), "--policy", "maxprob", "--budget", str(costs[1]), "-o", str(tmp_path / "p.npz")]
     assert main(argv) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eenet-sklearn: warning: A column-vector y was passed")
@@ -618,3 +641,116 @@ def test_help_documents_the_data_format(command: str, capsys: pytest.CaptureFixt
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "val_logits" in out and "costs_ms" in out and "--logits-key" in out
+
+
+# --- policy files and pickles; damaged files; Ctrl-C -------------------------------------------
+
+
+class _CreatesAFile:
+    """Unpickled, it opens ``path`` for writing: it creates the file (a stand-in for any code)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.path), "w"))
+
+
+def test_a_pickle_is_not_opened_without_allow_pickle(
+    shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "created_by_the_pickle"
+    crafted = tmp_path / "policy.joblib"
+    joblib.dump(_CreatesAFile(marker), crafted)
+    argv = ["predict", str(crafted), str(shipped_file), "-o", str(tmp_path / "out.csv")]
+    line = run_error(argv, capsys)
+    assert "--allow-pickle" in line and "execute arbitrary code" in line
+    assert not marker.exists() and not (tmp_path / "out.csv").exists()
+    # What the flag guards against: with it, the pickle's code runs.
+    assert main([*argv, "--allow-pickle"]) == 1
+    assert marker.exists()
+
+
+def test_allow_pickle_reads_a_joblib_policy_with_a_warning(
+    shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
+) -> None:
+    with np.load(shipped_file) as archive:
+        logits = archive["test_logits"]
+        policy = MaxProbPolicy(costs=costs, budget=costs[1]).fit(archive["val_logits"], archive["val_labels"])
+    joblib.dump(policy, tmp_path / "policy.joblib")
+    output = tmp_path / "out.npz"
+    assert main(["predict", str(tmp_path / "policy.joblib"), str(shipped_file), "-o", str(output),
+                 "-q", "--allow-pickle"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "can execute arbitrary code" in err[0]
+    with np.load(output) as written:
+        assert_array_equal(written["exits"], policy.predict_exit(logits))
+
+
+def _flip_a_byte_inside(path: Path, member_marker: bytes, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[data.index(member_marker) + offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_data_file_with_a_corrupted_member_is_one_line(
+    plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "corrupted.npz"
+    path.write_bytes(plain_file.read_bytes())  # np.savez: members stored, not compressed
+    _flip_a_byte_inside(path, b"\x93NUMPY", 4000)  # inside the logits' data: a CRC mismatch
+    line = run_error(["fit", str(path), "--budget", "1", "--policy", "maxprob"], capsys)
+    assert str(path) in line and "is damaged" in line
+
+
+def test_a_data_file_whose_header_claims_a_huge_array_allocates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], policy_file: Path
+) -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 4, 10)}
+    )
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("logits.npy", header.getvalue() + bytes(200))
+    assert path.stat().st_size < 600
+    line = run_error(["predict", str(policy_file), str(path), "-o", str(tmp_path / "out.csv")], capsys)
+    assert "claims shape (1000000000000, 4, 10)" in line and "damaged" in line
+
+
+def test_a_damaged_policy_file_is_one_line(
+    policy_file: Path, shipped_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.npz"
+    data = policy_file.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # cut short: the zip directory is lost
+    line = run_error(["predict", str(path), str(shipped_file), "-o", str(tmp_path / "out.csv")], capsys)
+    assert "truncated" in line
+    path.write_bytes(data)
+    _flip_a_byte_inside(path, b"\x93NUMPY", 300)
+    line = run_error(["predict", str(path), str(shipped_file), "-o", str(tmp_path / "out.csv")], capsys)
+    assert "is damaged" in line
+
+
+def test_ctrl_c_during_fit_exits_130_and_writes_nothing(plain_file: Path, tmp_path: Path) -> None:
+    output = tmp_path / "policy.npz"
+    command = [sys.executable, "-m", "eenet_sklearn", "fit", str(plain_file), "--budget", "0.03",
+               "--max-epochs", "100000", "--device", "cpu", "--verbose", "-o", str(output)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, text=True, env=env, **pipes) as process:
+        assert process.stdout is not None
+        guard = threading.Timer(120, process.kill)  # never hang the suite, whatever happens
+        guard.start()
+        # The epoch log's rows start once training runs: interrupt it there.
+        for line in process.stdout:
+            if line.strip().startswith("2 "):
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        guard.cancel()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "eenet-sklearn: interrupted; nothing was written"
+    assert "Traceback" not in err
+    assert not output.exists()
+    assert list(tmp_path.iterdir()) == []

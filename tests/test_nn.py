@@ -289,8 +289,9 @@ def test_early_exit_inference_names_inputs_that_do_not_fit(trained, digits, poli
     images = load_mnist("test")[0][:20].copy()  # writable, as torch.from_numpy prefers
     with pytest.raises(TypeError, match=r"got a batch of shape \(20, 1, 28, 28\) and dtype torch.uint8"):
         early_exit_predict(trained, policies["maxprob"], images[:, None])
-    with pytest.raises(TypeError, match=r"dtype torch\.float64 instead of torch\.float32"):
-        early_exit_predict(trained, policies["maxprob"], digits.X_test.astype(np.float64))
+    bools = r"got a batch of shape \(20, 1, 28, 28\) and dtype torch.bool.*expects"
+    with pytest.raises(TypeError, match=bools):
+        early_exit_predict(trained, policies["maxprob"], images[:, None] > 0)
     with pytest.raises(ValueError, match=r"3 axes instead of 4.*X\[:, None\]"):
         trained.transform(digits.X_test[:, 0])
     # Inputs that fit are not slowed or changed by the check.
@@ -298,6 +299,30 @@ def test_early_exit_inference_names_inputs_that_do_not_fit(trained, digits, poli
     np.testing.assert_array_equal(
         result.exits, policies["maxprob"].predict_exit(trained.transform(digits.X_test))
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_early_exit_inference_converts_float_inputs_to_the_network_dtype(trained, digits, policies, dtype):
+    # The same images in another float precision: converted to float32 (what the network's
+    # weights are), they give exactly the exits and labels of the float32 images.
+    X = digits.X_test[:300]
+    converted = X.astype(dtype)
+    expected = early_exit_predict(trained, policies["eenet"], converted.astype(np.float32), batch_size=64)
+    result = early_exit_predict(trained, policies["eenet"], converted, batch_size=64)
+    np.testing.assert_array_equal(result.exits, expected.exits)
+    np.testing.assert_array_equal(result.labels, expected.labels)
+    assert converted.dtype == dtype  # the caller's array is left alone
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_early_exit_inference_refuses_non_finite_logits_as_predict_does(trained, digits, policies, bad):
+    X = digits.X_test[:40].copy()
+    X[[3, 17]] = bad  # two whole images: their logits are not finite at exit 0
+    logits = trained.transform(X)
+    with pytest.raises(ValueError, match="contains NaN or infinity"):
+        policies["maxprob"].predict(logits)
+    with pytest.raises(ValueError, match=r"logits at exit 0 contain NaN or infinity \(samples \[3, 17\]"):
+        early_exit_predict(trained, policies["maxprob"], X, batch_size=64)
 
 
 def test_a_fitted_classifier_pickles(trained, digits):

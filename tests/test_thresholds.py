@@ -19,6 +19,12 @@ USE_GPU = [
 
 INF = np.inf
 
+
+def _mid(below: float, lowest: float) -> float:
+    """Where a quota threshold lies: halfway between the highest score left out and the
+    lowest admitted, so that no fitting sample sits on it."""
+    return below / 2 + lowest / 2
+
 # 10 samples, 3 exits. Exit 0 ranks samples 0, 2, 4 first; among the samples left
 # (1, 3, 5, 6, 7, 8, 9) exit 1 ranks 3, 6, 8 first. Sample 4 has the best exit-1 score
 # of all but has already left at exit 0, so it must not set exit 1's threshold.
@@ -41,7 +47,8 @@ SCORES = np.array(
 @pytest.mark.parametrize("use_gpu", USE_GPU)
 def test_quota_thresholds_by_hand(use_gpu):
     thresholds, exits = quota_thresholds(SCORES, np.array([0.3, 0.3, 0.4]), use_gpu=use_gpu)
-    np.testing.assert_array_equal(thresholds, [0.7, 0.7, -INF])
+    # Halfway between the last admitted score and the first left out (0.6 at both exits).
+    np.testing.assert_array_equal(thresholds, [_mid(0.6, 0.7), _mid(0.6, 0.7), -INF])
     np.testing.assert_array_equal(exits, [0, 2, 0, 1, 0, 2, 1, 2, 1, 2])
     assert isinstance(thresholds, np.ndarray)
     assert isinstance(exits, np.ndarray)
@@ -61,7 +68,7 @@ def test_a_tied_block_leaves_whole_when_that_lands_nearer_the_target(use_gpu):
         ]
     )
     thresholds, exits = quota_thresholds(scores, np.array([0.4, 0.3, 0.3]), use_gpu=use_gpu)
-    np.testing.assert_array_equal(thresholds, [0.7, 0.5, -INF])
+    np.testing.assert_array_equal(thresholds, [_mid(0.5, 0.7), _mid(0.3, 0.5), -INF])
     np.testing.assert_array_equal(exits, [0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
 
 
@@ -78,7 +85,7 @@ def test_a_tied_block_stays_when_that_lands_nearer_the_target(use_gpu):
         ]
     )
     thresholds, exits = quota_thresholds(scores, np.array([0.3, 0.3, 0.4]), use_gpu=use_gpu)
-    np.testing.assert_array_equal(thresholds, [0.8, 0.2, -INF])
+    np.testing.assert_array_equal(thresholds, [_mid(0.7, 0.8), _mid(0.1, 0.2), -INF])
     np.testing.assert_array_equal(exits, [0, 0, 2, 2, 2, 1, 1, 2, 1, 1])
 
 
@@ -91,7 +98,7 @@ def test_a_tied_block_at_the_top_can_empty_a_quota(use_gpu):
     scores[:7, 0] = 1.0
     scores[:, 1] = np.linspace(1, 0, 10)
     thresholds, exits = quota_thresholds(scores, np.array([0.3, 0.3, 0.4]), use_gpu=use_gpu)
-    np.testing.assert_array_equal(thresholds, [INF, scores[5, 1], -INF])
+    np.testing.assert_array_equal(thresholds, [INF, _mid(scores[6, 1], scores[5, 1]), -INF])
     np.testing.assert_array_equal(exits, [1] * 6 + [2] * 4)
 
 
@@ -101,18 +108,18 @@ def test_empty_quota_gives_plus_inf(use_gpu):
     assert thresholds[0] == INF
     assert thresholds[2] == -INF
     # Exit 1 ranks everybody: 0.99 (samples 0 and 4) then 0.9 (sample 3).
-    assert thresholds[1] == 0.9
+    assert thresholds[1] == _mid(0.8, 0.9)
     np.testing.assert_array_equal(np.flatnonzero(exits == 1), [0, 3, 4])
     assert not np.any(exits == 0)
     thresholds, exits = quota_thresholds(SCORES, np.array([0.3, 0.0, 0.7]), use_gpu=use_gpu)
-    np.testing.assert_array_equal(thresholds, [0.7, INF, -INF])
+    np.testing.assert_array_equal(thresholds, [_mid(0.6, 0.7), INF, -INF])
     np.testing.assert_array_equal(exits, [0, 2, 0, 2, 0, 2, 2, 2, 2, 2])
 
 
 @pytest.mark.parametrize("use_gpu", USE_GPU)
 def test_quota_taking_everybody_left_gives_minus_inf(use_gpu):
     thresholds, exits = quota_thresholds(SCORES, np.array([0.3, 0.7, 0.0]), use_gpu=use_gpu)
-    np.testing.assert_array_equal(thresholds, [0.7, -INF, -INF])
+    np.testing.assert_array_equal(thresholds, [_mid(0.6, 0.7), -INF, -INF])
     np.testing.assert_array_equal(exits, [0, 1, 0, 1, 0, 1, 1, 1, 1, 1])
     # A sample scoring below everything seen still leaves at exit 1 at inference.
     assert assign_exits(np.array([[0.0, -1e300, 5.0]]), thresholds)[0] == 1

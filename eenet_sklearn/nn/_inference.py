@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from .._validation import format_values
 from ..online import BudgetController
 from ._batches import as_inputs, check_batch_size, evaluating, n_rows, resolve_network, row_slice, synchronize
-from ._model import take_rows
+from ._model import MultiExitNetwork, first_stage_mismatch, take_rows
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,16 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
     """Predict with real early exits: after each exit, only the samples that stay run on.
 
     The inputs go through in batches. In a batch, stage ``k`` and head ``k`` run on the
-    samples still in it; the policy decides from their logits of exits ``0..k`` which
-    of them leave at ``k``; those rows are dropped from the stage output before stage
-    ``k + 1`` runs, so nothing is computed for a sample after it leaves. Decisions and
-    labels equal ``policy.predict_exit`` / ``policy.predict`` on the full logits of the
-    same inputs, since every policy here decides causally (with a controller, those of
-    its ``predict_exit`` / ``predict`` fed the same batches).
+    samples still in it; the policy's :meth:`exit_decider
+    <eenet_sklearn.base.BaseExitPolicy.exit_decider>` decides from their exit-``k``
+    logits (and what it carried from the earlier exits) which of them leave at ``k``;
+    those rows are dropped from the stage output before stage ``k + 1`` runs, so
+    nothing is computed for a sample after it leaves. Decisions and labels equal
+    ``policy.predict_exit`` / ``policy.predict`` on the full logits of the same inputs
+    (as :meth:`~eenet_sklearn.nn.MultiExitClassifier.transform` gives them), at any batch
+    size: the decider runs the same arithmetic, and no row's decision depends on the
+    other rows (with a controller, those of its ``predict_exit`` / ``predict`` fed the
+    same batches).
 
     Parameters
     ----------
@@ -83,20 +88,25 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
         If ``policy`` (or the controller's policy) is not fitted.
     ValueError
         If the policy was fitted on probabilities rather than logits, its number of
-        exits differs from the network's, or ``batch_size`` is not a positive integer.
+        exits differs from the network's, ``batch_size`` is not a positive integer, or
+        the network's logits at an exit are not finite (NaN or infinite inputs), as
+        ``policy.predict`` refuses them.
     TypeError
-        If ``network`` is neither a ``MultiExitNetwork`` nor a fitted ``MultiExitClassifier``.
+        If ``network`` is neither a ``MultiExitNetwork`` nor a fitted
+        ``MultiExitClassifier``, or a tensor ``X`` is not floating point (uint8
+        images, bools, integers) where the network's first layer expects floats.
+        Float inputs of another precision (float64, float16) are converted to the
+        network's dtype.
 
     See Also
     --------
-    eenet_sklearn.base.BaseExitPolicy.decide_at_exit : The decision made after each exit.
+    eenet_sklearn.base.BaseExitPolicy.exit_decider : The decision made after each exit.
     eenet_sklearn.online.BudgetController : Holds the mean cost on a drifting stream.
     time_full_network : The time of the network without early exits.
     measure_latency : The per-exit costs to fit the policy with.
     """
     # A controller decides (and learns from each batch); its policy is what is checked.
     controller = policy if isinstance(policy, BudgetController) else None
-    decider = policy
     if controller is not None:
         policy = controller.policy
     check_is_fitted(policy)
@@ -111,23 +121,28 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
             f"network has {module.n_exits} exits but the policy was fitted on {policy.n_exits_}."
         )
     inputs = as_inputs(X)
+    dtype = _input_dtype(module, inputs)
     total = n_rows(inputs)
     exits = np.empty(total, dtype=np.int64)
     labels = np.empty(total, dtype=policy.classes_.dtype)
+    decider = policy.exit_decider()
     synchronize(device)
     start = time.perf_counter()
     with evaluating(module):
         for first in range(0, total, batch_size):
             rows = np.arange(first, min(first + batch_size, total))
             batch = row_slice(inputs, slice(first, first + batch_size), device)
-            state, seen = None, None  # seen: logits of exits 0..k of the rows still in the batch
+            if dtype is not None:
+                batch = batch.to(dtype)
+            if controller is not None:  # the thresholds the batches before this one taught it
+                decider = controller.exit_decider()
+            # state: the network's, of the rows still in the batch; carried: the decider's.
+            state, carried = None, decider.initial_state(len(rows))
             for k, head in enumerate(module.heads):
                 state = module.run_stage(k, state, batch)
                 logits = _to_numpy(head(state))
-                if seen is None:
-                    seen = np.empty((len(rows), module.n_exits, logits.shape[1]), dtype=logits.dtype)
-                seen[:, k] = logits
-                leaving, proba = decider.decide_at_exit(seen[:, : k + 1])
+                _check_finite(logits, k, rows)
+                leaving, proba, carried = decider.decide(k, logits, carried)
                 if not leaving.any():
                     continue
                 exits[rows[leaving]] = k
@@ -135,7 +150,7 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
                 if leaving.all():
                     break
                 staying = ~leaving
-                rows, seen = rows[staying], seen[staying]
+                rows, carried = rows[staying], decider.keep(carried, staying)
                 state = take_rows(state, torch.from_numpy(np.flatnonzero(staying)).to(device))
             if controller is not None:
                 controller.update(exits[first : first + batch_size])
@@ -184,6 +199,46 @@ def time_full_network(network, X, *, batch_size: int = 256, device=None) -> floa
             module(**batch) if isinstance(batch, dict) else module(batch)
     synchronize(device)
     return time.perf_counter() - start
+
+
+def _input_dtype(module: MultiExitNetwork, inputs) -> torch.dtype | None:
+    """The float dtype to convert a tensor ``X`` to (the network's), or ``None`` to keep it.
+
+    Float inputs of another precision (float64, float16) are converted to the dtype of
+    the network's parameters. Non-float inputs (uint8 images, bools, integers) are
+    refused with an error naming ``X``, its dtype and what the first layer expects,
+    unless the first layer takes them (token ids for an embedding).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a non-float ``X`` does not fit the network's first layer.
+    """
+    if isinstance(inputs, dict):
+        return None  # token tensors: ids and masks, as the encoder takes them
+    first = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if first is None:
+        return None
+    if inputs.is_floating_point():
+        return first.dtype if inputs.dtype != first.dtype else None
+    given = f"a batch of shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
+    mismatch = first_stage_mismatch(module.stages[0], inputs[:1], given=given)
+    if mismatch is not None:
+        error, message = mismatch
+        raise error(message)
+    return None
+
+
+def _check_finite(logits: np.ndarray, k: int, rows: np.ndarray) -> None:
+    """Refuse non-finite logits at exit ``k``, as ``predict`` refuses them."""
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        bad = rows[~finite]
+        raise ValueError(
+            f"The network's logits at exit {k} contain NaN or infinity (samples "
+            f"{format_values(bad)} of X); per-exit outputs must be finite, as the policy's "
+            "predict requires. Check the inputs X (NaN or infinite values) and the network."
+        )
 
 
 def _to_numpy(logits: torch.Tensor) -> np.ndarray:

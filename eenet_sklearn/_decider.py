@@ -1,0 +1,378 @@
+"""The incremental exit decision: one exit at a time, with what the earlier exits left behind.
+
+:class:`ExitDecider` is the one home of the arithmetic every prediction runs:
+:meth:`BaseExitPolicy.predict_exit <eenet_sklearn.base.BaseExitPolicy.predict_exit>` and
+its siblings run it over all the rows of a call, early-exit inference
+(:func:`eenet_sklearn.nn.early_exit_predict`) and serving code run it exit by exit on the
+rows still running, and :class:`~eenet_sklearn.online.BudgetController` runs it with
+shifted thresholds. NumPy only: no torch, no fitting code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Mapping
+from numbers import Integral
+from typing import TYPE_CHECKING
+
+import numpy as np
+import threadpoolctl
+
+from ._features import exit_log_proba
+from ._validation import check_exit_outputs, describe
+
+if TYPE_CHECKING:
+    from .base import BaseExitPolicy
+
+__all__ = ["ExitDecider", "one_thread", "padded_rows", "row_product"]
+
+#: Below this many rows a call runs as it is: limiting the thread pools costs more than a
+#: small call can lose to contention.
+_ONE_THREAD_FROM = 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> threadpoolctl.ThreadpoolController:
+    return threadpoolctl.ThreadpoolController()
+
+
+def one_thread(user_api: str | None = None) -> contextlib.AbstractContextManager:
+    """Limit the BLAS and OpenMP thread pools to one thread, for a ``with`` block.
+
+    The one home of the library's thread limits: the small matrix products of exit
+    scoring (and of the scorer's training) lose more to handing work out to threads,
+    and to contention with other processes, than they gain
+    (``benchmarks/results/speed.md``, ``benchmarks/results/decision_speed.md``).
+    ``user_api``: ``"blas"`` or ``"openmp"`` for one kind only; ``None`` for both.
+    """
+    return _threadpools().limit(limits=1, user_api=user_api)
+
+
+#: Rows of a :func:`row_product` are padded to a multiple of this: OpenBLAS's double
+#: matrix-product kernels then compute every row with the same full-width kernel.
+_ROW_BLOCK = 8
+
+
+def padded_rows(n_rows: int) -> int:
+    """The rows :func:`row_product` computes for ``n_rows``: a multiple of ``_ROW_BLOCK``."""
+    return max(_ROW_BLOCK, -(-n_rows // _ROW_BLOCK) * _ROW_BLOCK)
+
+
+def row_product(inputs: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``inputs @ weight`` with every row computed as it would be alone.
+
+    A BLAS product rounds a row differently as a matrix-vector product (one row), at
+    the ragged edge of a matrix product, or inside it: the number of rows decides
+    which kernel sums it. Here the rows are padded with zeros to
+    :func:`padded_rows` (a multiple of ``_ROW_BLOCK``), so that every row goes
+    through the same matrix-product kernel, in the same order over the columns of
+    ``inputs``: a row's result depends on that row and on ``weight`` alone. Checked
+    on the installed BLAS by ``tests/test_row_invariant_arithmetic.py`` (single rows, every
+    row count up to several blocks, every offset, default and single BLAS threads);
+    several times faster than ``np.einsum``'s own loops at EENet's sizes.
+
+    Parameters
+    ----------
+    inputs : ndarray of shape (n_rows, n_inputs), float64
+        Pass ``padded_rows(n)`` rows (zeros after the first ``n``) to save a copy.
+    weight : ndarray of shape (n_inputs, n_outputs), float64, C-ordered
+
+    Returns
+    -------
+    ndarray of shape (padded_rows(n_rows), n_outputs), float64
+        The product of the padded rows: row ``i < n_rows`` is ``inputs[i] @ weight``.
+    """
+    n_rows = inputs.shape[0]
+    padded = padded_rows(n_rows)
+    if padded != n_rows:
+        block = np.zeros((padded, inputs.shape[1]), dtype=np.float64)
+        block[:n_rows] = inputs
+        inputs = block
+    return np.matmul(inputs, weight)
+
+
+State = dict[str, np.ndarray]
+
+
+class ExitDecider:
+    """The decision of a fitted policy, taken one exit at a time.
+
+    Made by :meth:`BaseExitPolicy.exit_decider
+    <eenet_sklearn.base.BaseExitPolicy.exit_decider>`. At exit ``k`` it takes exit
+    ``k``'s outputs for the rows still running and the state the earlier exits left,
+    and returns which rows leave, their class probabilities at ``k`` and the next
+    state. Each call costs the same whatever ``k``: exits ``0..k-1`` are never
+    scored again, what the decision needs of them is carried in the state.
+    It needs NumPy only.
+
+    The state is a dict of arrays with one row per sample, named in
+    :attr:`state_names` (per policy:
+    :class:`~eenet_sklearn.MaxProbPolicy`, :class:`~eenet_sklearn.EntropyPolicy`,
+    :class:`~eenet_sklearn.FixedExitPolicy`: nothing;
+    :class:`~eenet_sklearn.PatiencePolicy`: ``"run"``, the length of the current run
+    of agreeing predictions, and ``"previous"``, the previous exit's prediction;
+    :class:`~eenet_sklearn.EarlyExitPolicy`: ``"utilities"``, the sigmoid utilities
+    of the earlier exits (one column per exit, zeros after ``k``), plus ``"votes"``
+    (per class, how many earlier exits predict it) and ``"top_vote"`` when the
+    scorer reads the voting measure; :class:`~eenet_sklearn.LearnedScorePolicy`:
+    ``"scores"``, the earlier exits' scores, and the same vote counts).
+
+    Every value of a row is computed from that row alone, in float64: a sample's
+    decision, label and probabilities do not depend on the other rows of the call,
+    on how many there are, or on the dtype of identical input values (see
+    :class:`~eenet_sklearn.base.BaseExitPolicy`, "Batch invariance").
+
+    Attributes
+    ----------
+    thresholds : ndarray of shape (n_exits,)
+        A row leaves at exit ``k`` when its exit score reaches ``thresholds[k]``
+        (everybody leaves at the last exit).
+    n_exits, n_classes : int
+        Of the fitted policy.
+    input_type : {"logits", "proba"}
+        What ``outputs_k`` holds.
+    classes : ndarray of shape (n_classes,)
+        Label of each class column (``policy.classes_``).
+    state_names : tuple of str
+        The keys of the state.
+
+    See Also
+    --------
+    eenet_sklearn.base.BaseExitPolicy.exit_decider : Makes one.
+    eenet_sklearn.nn.early_exit_predict : Early-exit inference that drives one.
+
+    Examples
+    --------
+    The loop a server runs: after exit ``k``, decide for the rows still running,
+    then keep the ones that stay.
+
+    >>> import numpy as np
+    >>> from eenet_sklearn import PatiencePolicy
+    >>> X = np.array([[[2.0, 0.0], [3.0, 0.0], [0.0, 1.0]],
+    ...               [[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]]])
+    >>> policy = PatiencePolicy(costs=[1.0, 2.0, 3.0], patience=2).fit(X, [0, 1])
+    >>> decider = policy.exit_decider()
+    >>> decider.state_names
+    ('run', 'previous')
+    >>> running = np.arange(len(X))
+    >>> state = decider.initial_state(len(X))
+    >>> exits = np.empty(len(X), dtype=int)
+    >>> for k in range(decider.n_exits):
+    ...     leave, proba, state = decider.decide(k, X[running, k], state)
+    ...     exits[running[leave]] = k
+    ...     running, state = running[~leave], decider.keep(state, ~leave)
+    >>> exits
+    array([1, 2])
+    >>> policy.predict_exit(X)
+    array([1, 2])
+    """
+
+    def __init__(self, policy: BaseExitPolicy, thresholds: np.ndarray | None = None) -> None:
+        self._policy = policy
+        fitted = policy.thresholds_ if thresholds is None else thresholds
+        self.thresholds = np.array(fitted, dtype=np.float64)
+        self.n_exits = int(policy.n_exits_)
+        self.n_classes = int(policy.n_classes_)
+        self.input_type = str(policy.input_type)
+        self.classes = policy.classes_
+        self.state_names = tuple(policy._step_state_names())
+        # Derived forms of the fitted scorer (float64 copies): made once per decider.
+        self._weights = policy._step_weights()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(policy={type(self._policy).__name__}(...), "
+            f"n_exits={self.n_exits}, state_names={self.state_names})"
+        )
+
+    def initial_state(self, n_samples: int) -> State:
+        """The state before exit 0, for ``n_samples`` rows.
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of rows (samples) to decide, ``>= 0``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            One array per name of :attr:`state_names`, each with ``n_samples`` rows.
+
+        Raises
+        ------
+        TypeError
+            If ``n_samples`` is not an integer.
+        ValueError
+            If ``n_samples`` is negative.
+        """
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool):
+            raise TypeError(f"n_samples must be an integer >= 0, got {describe(n_samples)}.")
+        if n_samples < 0:
+            raise ValueError(f"n_samples must be an integer >= 0, got {n_samples}.")
+        return self._policy._step_initial_state(int(n_samples))
+
+    def decide(
+        self, k: int, outputs_k, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, State]:
+        """Decide at exit ``k`` for the rows still running.
+
+        Parameters
+        ----------
+        k : int
+            The exit, ``0 <= k < n_exits``; exits are visited in order.
+        outputs_k : array-like of shape (n_rows, n_classes)
+            Exit ``k``'s logits (or probabilities with ``input_type="proba"``) of the
+            rows still running, any real dtype.
+        state : dict of str to ndarray
+            The state for the same rows: :meth:`initial_state` at exit 0, else what the
+            previous call returned, passed through :meth:`keep`. Not modified.
+
+        Returns
+        -------
+        leave : ndarray of shape (n_rows,), dtype bool
+            Whether each row leaves at exit ``k`` (all true at the last exit).
+        proba : ndarray of shape (n_rows, n_classes), float64
+            Class probabilities at exit ``k``, columns in :attr:`classes` order.
+        state : dict of str to ndarray
+            The next state, for the same ``n_rows`` rows (new arrays).
+
+        Raises
+        ------
+        ValueError
+            If ``k`` is out of range, ``outputs_k`` is not 2-D with ``n_classes``
+            columns, is not finite (or not distributions with
+            ``input_type="proba"``), or ``state`` lacks a name or has another
+            number of rows.
+        TypeError
+            If ``outputs_k`` holds strings, complex numbers or other non-real values.
+        """
+        scores, proba, state = self.score(k, outputs_k, state)
+        return self._leave(k, scores), proba, state
+
+    def score(
+        self, k: int, outputs_k, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, State]:
+        """Exit ``k``'s scores (what :meth:`decide` compares with ``thresholds[k]``).
+
+        Parameters and errors as :meth:`decide`.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_rows,), float64
+            Column ``k`` of the policy's :meth:`exit_scores
+            <eenet_sklearn.base.BaseExitPolicy.exit_scores>` for these rows.
+        proba : ndarray of shape (n_rows, n_classes), float64
+            Class probabilities at exit ``k``.
+        state : dict of str to ndarray
+            The next state.
+        """
+        k = self._check_exit(k)
+        outputs = self._check_outputs(outputs_k)
+        self._check_state(state, outputs.shape[0])
+        return self._score(k, outputs, state)
+
+    def keep(self, state: Mapping[str, np.ndarray], rows) -> State:
+        """The state of the rows selected by ``rows`` (a boolean mask or indices).
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+        rows : array-like of bool of shape (n_rows,) or of int
+            Typically ``~leave``: the rows that go on to the next exit.
+
+        Returns
+        -------
+        dict of str to ndarray
+            New arrays, the selected rows in order.
+        """
+        rows = np.asarray(rows)
+        return {name: np.asarray(value)[rows] for name, value in state.items()}
+
+    # --- internals (no validation): what predict_exit runs over whole chunks ---------
+
+    def _leave(self, k: int, scores: np.ndarray) -> np.ndarray:
+        if k == self.n_exits - 1:
+            return np.ones(scores.shape[0], dtype=bool)
+        return scores >= self.thresholds[k]
+
+    def _score(
+        self, k: int, outputs: np.ndarray, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, State]:
+        """Scores, probabilities and next state of validated exit-``k`` outputs."""
+        log_proba = exit_log_proba(outputs, self.input_type)
+        proba = np.exp(log_proba)
+        scores, next_state = self._policy._exit_step(k, log_proba, proba, dict(state), self._weights)
+        if self.input_type == "proba":  # as given (exp(log(p)) may round p by an ulp)
+            proba = np.array(outputs, dtype=np.float64, order="C")
+        return scores, proba, next_state
+
+    def _run(
+        self, outputs: np.ndarray, *, all_scores: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Decide validated ``(n, n_exits, n_classes)`` outputs exit by exit.
+
+        Returns the exits, the class probabilities at them and, with ``all_scores``,
+        the scores at every exit (then no row is dropped after it leaves; otherwise
+        rows that left are not scored again, which changes nothing for the others).
+        """
+        n_samples = outputs.shape[0]
+        exits = np.full(n_samples, self.n_exits - 1, dtype=np.int64)
+        chosen = np.empty((n_samples, self.n_classes), dtype=np.float64)
+        scores = np.empty((n_samples, self.n_exits), dtype=np.float64) if all_scores else None
+        running = np.arange(n_samples)
+        undecided = np.ones(n_samples, dtype=bool)  # over the running rows
+        state = self._policy._step_initial_state(n_samples)
+        for k in range(self.n_exits):
+            # Every row still running (exit 0, or all_scores): a view, not a gathered copy.
+            outputs_k = outputs[:, k] if len(running) == n_samples else outputs[running, k]
+            score, proba, state = self._score(k, outputs_k, state)
+            if scores is not None:
+                scores[:, k] = score
+            leave = self._leave(k, score) & undecided
+            leaving = running[leave]
+            exits[leaving] = k
+            chosen[leaving] = proba[leave]
+            if scores is not None:
+                undecided &= ~leave
+            else:
+                stay = ~leave
+                running, state = running[stay], self.keep(state, stay)
+                undecided = undecided[stay]
+            if not undecided.any():
+                if scores is not None and k + 1 < self.n_exits:
+                    continue
+                break
+        return exits, chosen, scores
+
+    def _check_exit(self, k: object) -> int:
+        if not isinstance(k, Integral) or isinstance(k, bool) or not 0 <= int(k) < self.n_exits:
+            raise ValueError(f"k must be an exit index in [0, {self.n_exits - 1}], got {describe(k)}.")
+        return int(k)
+
+    def _check_outputs(self, outputs_k: object) -> np.ndarray:
+        raw = outputs_k if isinstance(outputs_k, np.ndarray) else np.asarray(outputs_k)
+        if raw.ndim != 2:
+            raise ValueError(
+                f"outputs_k must be 2-D (n_rows, n_classes), exit k's outputs of the rows still "
+                f"running, got shape {raw.shape}."
+            )
+        if raw.shape[0] == 0:
+            return np.empty((0, self.n_classes), dtype=np.float64)
+        return check_exit_outputs(
+            raw[:, None, :], 1, self.n_classes, self.input_type, type(self._policy).__name__, "outputs_k"
+        )[:, 0]
+
+    def _check_state(self, state: Mapping[str, np.ndarray], n_rows: int) -> None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict of arrays from initial_state, got {describe(state)}.")
+        for name in self.state_names:
+            if name not in state:
+                raise ValueError(
+                    f"state lacks {name!r}: expected the keys {self.state_names} (from initial_state)."
+                )
+            if len(state[name]) != n_rows:
+                raise ValueError(
+                    f"state[{name!r}] has {len(state[name])} rows but outputs_k has {n_rows}: "
+                    "keep the state of the running rows with keep(state, ~leave)."
+                )
