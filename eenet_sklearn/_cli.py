@@ -27,6 +27,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._demo import DEMO_COUNTS, DEMO_DATA, DEMO_DEFAULTS, DemoSettings, run_demo
+from ._eenet import EarlyExitPolicy
 from ._npz import open_npz
 from ._policy_file import load_policy, looks_like_policy_file, save_policy
 from ._registry import POLICIES
@@ -415,6 +416,16 @@ def _add_key_options(parser: argparse.ArgumentParser, *, labels: bool, costs: bo
         )
 
 
+def _max_steps(text: str) -> int | None:
+    """``--max-steps``: a positive integer, or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}") from None
+
+
 def _add_eenet_options(parser: argparse.ArgumentParser) -> None:
     """Training options of EENet, the only policy they apply to."""
     eenet = parser.add_argument_group("EENet options (policy eenet only)")
@@ -424,6 +435,11 @@ def _add_eenet_options(parser: argparse.ArgumentParser) -> None:
     eenet.add_argument(
         "--random-state", type=int, default=0, metavar="SEED",
         help="seed of the scorer's training (default: 0)",
+    )
+    eenet.add_argument(
+        "--max-steps", type=_max_steps, default=EarlyExitPolicy().max_steps, metavar="N",
+        help="most gradient steps of the scorer's training, whatever the data size; 'none' "
+        f"for max-epochs full epochs always (default: {EarlyExitPolicy().max_steps})",
     )
     eenet.add_argument(
         "--spend-all", dest="spend_less", action="store_false",

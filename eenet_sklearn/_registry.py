@@ -69,7 +69,7 @@ POLICIES: dict[str, PolicySpec] = {
     for spec in (
         PolicySpec(
             "eenet", EarlyExitPolicy, "EENet", "EENet",
-            cli_options=("max_epochs", "random_state", "spend_less", "device", "verbose"),
+            cli_options=("max_epochs", "max_steps", "random_state", "spend_less", "device", "verbose"),
         ),
         PolicySpec("maxprob", MaxProbPolicy, "MSDNet (max-prob)", "MSDNet"),
         PolicySpec("entropy", EntropyPolicy, "BranchyNet (entropy)", "BranchyNet"),

@@ -255,6 +255,17 @@ def test_fit_spend_all_turns_spend_less_off(plain_file: Path, tmp_path: Path, co
     assert policy.spend_less is False and policy.target_cost_ == policy.budget_
 
 
+@pytest.mark.parametrize(("option", "expected"), [("100", 100), ("none", None)])
+def test_fit_max_steps_reaches_the_policy(
+    option: str, expected: int | None, plain_file: Path, tmp_path: Path, costs: np.ndarray
+) -> None:
+    output = tmp_path / "policy.npz"
+    argv = ["fit", str(plain_file), "--budget", str(costs[1]), *FAST, "--max-steps", option]
+    argv += ["-o", str(output), "-q"]
+    assert main(argv) == 0
+    assert load_policy(output).max_steps == expected
+
+
 def test_fit_prints_a_summary(
     plain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], costs: np.ndarray
 ) -> None:
