@@ -27,17 +27,14 @@ from sklearn.utils import check_scalar
 from ._features import (
     check_confidence,
     entropy_log_confidence,
-    initial_votes,
+    feature_state_names,
+    initial_feature_state,
     max_prob_logit,
-    step_features,
-    step_votes,
+    step_exit_features,
 )
 from ._thresholds import assign_exits, geometric_fractions, within_budget
 from ._validation import check_budget
 from .base import BaseExitPolicy
-
-#: What a scorer that reads the voting measure carries from exit to exit.
-_VOTE_STATE = ("votes", "top_vote")
 
 
 class _GeometricQuotaPolicy(BaseExitPolicy):
@@ -312,25 +309,21 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
         self.estimators_ = estimators
 
     def _step_state_names(self) -> tuple[str, ...]:
-        return ("scores", *(_VOTE_STATE if "voting" in self._confidence else ()))
+        return ("scores", *feature_state_names(self._confidence))
 
     def _step_initial_state(self, n_samples: int) -> dict[str, np.ndarray]:
-        state = {"scores": np.zeros((n_samples, self.n_exits_), dtype=np.float64)}
-        if "voting" in self._confidence:
-            state.update(initial_votes(n_samples, self.n_classes_))
-        return state
+        return {
+            "scores": np.zeros((n_samples, self.n_exits_), dtype=np.float64),
+            **initial_feature_state(n_samples, self.n_classes_, self._confidence),
+        }
 
     def _step_inputs(
         self, k: int, log_proba: np.ndarray, proba: np.ndarray, state: dict
     ) -> tuple[np.ndarray, dict]:
         """Classifier ``k``'s inputs (exit ``k``'s features, the earlier scores) and the state."""
-        state = dict(state)
-        voting = None
-        if "voting" in self._confidence:
-            voting, state["votes"], state["top_vote"] = step_votes(
-                proba, k, state["votes"], state["top_vote"]
-            )
-        features = step_features(proba, voting, self._confidence, self.class_scores, log_proba)
+        features, state = step_exit_features(
+            k, proba, log_proba, state, self._confidence, self.class_scores
+        )
         state["scores"] = state["scores"].copy()
         return np.hstack([features, state["scores"][:, :k]]), state
 

@@ -15,10 +15,10 @@ from ._decider import _ROW_BLOCK, one_thread, padded_rows, row_product
 from ._features import (
     check_confidence,
     exit_features,
-    initial_votes,
+    feature_state_names,
+    initial_feature_state,
     n_features,
-    step_features,
-    step_votes,
+    step_exit_features,
 )
 from ._thresholds import gpu_available, quota_thresholds, tilt_to_budget
 from .base import BaseExitPolicy
@@ -462,14 +462,13 @@ class EarlyExitPolicy(BaseExitPolicy):
     # --- prediction: the per-exit step of ExitScorer.utility_logits, in NumPy ----------
 
     def _step_state_names(self) -> tuple[str, ...]:
-        voting = ("votes", "top_vote") if "voting" in self._confidence else ()
-        return ("utilities", *voting)
+        return ("utilities", *feature_state_names(self._confidence))
 
     def _step_initial_state(self, n_samples: int) -> dict[str, np.ndarray]:
-        state = {"utilities": np.zeros((n_samples, self.n_exits_), dtype=np.float64)}
-        if "voting" in self._confidence:
-            state.update(initial_votes(n_samples, self.n_classes_))
-        return state
+        return {
+            "utilities": np.zeros((n_samples, self.n_exits_), dtype=np.float64),
+            **initial_feature_state(n_samples, self.n_classes_, self._confidence),
+        }
 
     def _step_weights(self) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
         # Float64 copies of _heads (the one stored form), laid out for row_product: the
@@ -490,13 +489,9 @@ class EarlyExitPolicy(BaseExitPolicy):
         # per call, where each torch op's dispatch costs more than the arithmetic. The
         # products are row_product's: each row is summed by the same BLAS kernel in the
         # same order whatever the other rows.
-        state = dict(state)
-        voting = None
-        if "voting" in self._confidence:
-            voting, state["votes"], state["top_vote"] = step_votes(
-                proba, k, state["votes"], state["top_vote"]
-            )
-        features = step_features(proba, voting, self._confidence, self.class_scores, log_proba)
+        features, state = step_exit_features(
+            k, proba, log_proba, state, self._confidence, self.class_scores
+        )
         weight, slope, out_weight, out_bias = weights[k]
         # [features, utilities of exits < k, 1], in row_product's zero-padded row blocks.
         n_rows, width = features.shape

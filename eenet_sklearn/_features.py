@@ -376,12 +376,44 @@ def exit_features(
     return out
 
 
-def initial_votes(n_samples: int, n_classes: int) -> dict[str, np.ndarray]:
-    """The vote counts before exit 0 (:func:`step_votes`): all zero."""
+def feature_state_names(confidence: Sequence[str]) -> tuple[str, ...]:
+    """What :func:`step_exit_features` carries from exit to exit: the vote counts, if read."""
+    return ("votes", "top_vote") if "voting" in confidence else ()
+
+
+def initial_feature_state(
+    n_samples: int, n_classes: int, confidence: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The state of :func:`step_exit_features` before exit 0: zero vote counts, if read."""
+    if "voting" not in confidence:
+        return {}
     return {
         "votes": np.zeros((n_samples, n_classes), dtype=np.int64),
         "top_vote": np.zeros(n_samples, dtype=np.int64),
     }
+
+
+def step_exit_features(
+    k: int,
+    proba: np.ndarray,
+    log_proba: np.ndarray,
+    state: dict[str, np.ndarray],
+    confidence: Sequence[str],
+    class_scores: bool,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Exit ``k``'s features (:func:`step_features`) and the next state, the input left alone.
+
+    ``state`` holds at least :func:`feature_state_names`' entries (the vote counts of
+    exits ``0..k-1``); the returned state is a new dict with those entries updated to
+    include exit ``k`` and every other entry as given.
+    """
+    state = dict(state)
+    voting = None
+    if "voting" in confidence:
+        voting, state["votes"], state["top_vote"] = step_votes(
+            proba, k, state["votes"], state["top_vote"]
+        )
+    return step_features(proba, voting, confidence, class_scores, log_proba), state
 
 
 def step_votes(
