@@ -11,7 +11,7 @@ and a random rotation (uniform in ``+-severity * --rotation`` degrees), the seve
 over the first third of the stream, ramping linearly up to 1 over the middle third and
 staying at 1 over the last third.
 
-Each policy (EENet and the MSDNet max-probability rule) is run along the stream in four
+Each policy (EENet and the MSDNet max-probability rule) is run along the stream in six
 ways:
 
 - ``static``: the thresholds fitted on clean data, throughout;
@@ -19,12 +19,21 @@ ways:
   samples (the start of the ramp, unlabeled), used from the sample after them on;
 - ``recalibrated late``: the same on the first ``recalibration`` samples at full
   severity, used from the sample after them on;
-- ``controller``: ``eenet_sklearn.online.BudgetController`` fed the stream batch by batch.
+- ``recalibrated in hindsight``: each block of ``recalibration`` samples decided with
+  thresholds recalibrated on that block itself. No deployment can do this (it sees the
+  block before deciding it); it spends exactly the target everywhere, so its accuracy is
+  what the policy's scores and quotas give at the target on this stream: the reference
+  for a controller's accuracy at equal cost;
+- ``controller``: ``eenet_sklearn.online.BudgetController`` fed the stream batch by batch;
+- ``one offset``: the controller as it was before per-exit quotas, kept as a reference:
+  one offset shared by every exit's threshold on the policy's score scale, moved by the
+  batch's excess cost (``offset += step * sum(cost - target) / (costs[-1] - costs[0])``).
 
 The logits of every exit are computed once for the whole stream by the full network: the
 policies' decisions are causal (the decision at exit ``k`` reads exits ``0..k`` only), so
 applying a policy to the full logits gives the exits that early-exit inference would
-take. The table gives, for each policy and way, the mean cost over the policy's target
+take (the controllers' windows of scores take those of the samples reaching each exit,
+as in early-exit inference). The table gives, for each policy and way, the mean cost over the policy's target
 (``target_cost_``: the budget, unless EENet chose to spend less) and the accuracy, overall
 and in each third of the stream, and the worst 5000-sample window after a burn-in of 2000
 samples (the window whose cost is farthest from the target). Target: the controller's
@@ -34,6 +43,13 @@ the static policy overspends by 10% or more. The stream is 3 passes over the tes
 
     python benchmarks/drift.py            # 4-6 min on 2 cores; writes results/drift.{md,csv,png}
     python benchmarks/drift.py --quick    # tiny sizes, a minute; writes drift_quick.*
+
+``--scaled-logits`` runs the controllers instead on the shipped ``fashion_cnn4`` test logits
+(:func:`~eenet_sklearn.datasets.load_exit_logits`), drawn at random 30,000 times and
+multiplied by 0.3 (harder: less confident) or 3 (easier) along five streams (clean, all
+hard, all easy, hard from a third of the way on, hard and easy alternating every 128 samples),
+with the policies fitted on its validation logits at a budget 40% of the way along the
+costs, batches of 128; it writes ``results/drift_scaled.{md,csv}`` (a few minutes).
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _provenance import Provenance
+from scipy.special import logit
 from tqdm import tqdm
 
 from eenet_sklearn._recipes import image_inputs, train_image_cnn
@@ -63,19 +80,26 @@ RESULTS = Path(__file__).parent / "results"
 #: The policies run along the stream, by their registry names.
 POLICY_NAMES = ("eenet", "maxprob")
 #: The ways each policy is run along the stream, in the table's order.
-METHODS = ("static", "recalibrated", "recalibrated late", "controller")
+METHODS = (
+    "static", "recalibrated", "recalibrated late", "recalibrated in hindsight", "controller", "one offset",
+)
 #: The controller's target band for the windowed cost over the budget, and the static
 #: policy's overspending that makes the stream a test of it.
 TARGET_BAND, STATIC_OVERSPEND = (0.95, 1.05), 1.10
+#: The controller's accuracy target: at most this many points below the hindsight
+#: recalibration's, which spends the target everywhere.
+ACCURACY_GAP = 1.0
 
 FULL = {
     "widths": (32, 64, 128, 256), "train": 20000, "val": 10000, "epochs": 3, "test": 10000,
-    "passes": 3, "batch_size": 200, "step_size": 0.01, "window": 5000, "burn_in": 2000, "recalibration": 1000,
+    "passes": 3, "batch_size": 200, "step_size": 0.002, "score_window": 1000, "one_offset_step": 0.01,
+    "window": 5000, "burn_in": 2000, "recalibration": 1000, "scaled_samples": 30000,
     "curve_window": 1000, "latency_repeats": 10, "eenet": {},
 }
 QUICK = {
     "widths": (8, 16, 32), "train": 600, "val": 800, "epochs": 1, "test": 400,
-    "passes": 3, "batch_size": 20, "step_size": 0.02, "window": 300, "burn_in": 100, "recalibration": 60,
+    "passes": 3, "batch_size": 20, "step_size": 0.005, "score_window": 200, "one_offset_step": 0.02,
+    "window": 300, "burn_in": 100, "recalibration": 60, "scaled_samples": 1500,
     "curve_window": 60, "latency_repeats": 2, "eenet": {"max_epochs": 5},
 }
 
@@ -196,6 +220,49 @@ def run_recalibrated(policy, stream: Stream, start: int, n_samples: int) -> tupl
     return exits, labels
 
 
+def run_hindsight(policy, stream: Stream, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exits and labels with each block of ``block`` samples decided by the policy recalibrated on it.
+
+    Not causal: the reference for what the scores and quotas give at the target cost.
+    """
+    exits = np.empty(len(stream.labels), dtype=np.int64)
+    labels = np.empty(len(stream.labels), dtype=stream.labels.dtype)
+    for start in range(0, len(exits), block):
+        rows = slice(start, start + block)
+        recalibrated = copy.deepcopy(policy).recalibrate(stream.logits[rows])
+        exits[rows], labels[rows] = recalibrated.predict_exit(stream.logits[rows]), recalibrated.predict(
+            stream.logits[rows]
+        )
+    return exits, labels
+
+
+def run_one_offset(policy, stream: Stream, settings: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Exits and labels of the former controller: one offset for all exits, moved by the excess cost.
+
+    The thresholds move on the logit of the policy's scores (probabilities for both
+    policies run here) by ``-offset``; after each batch of ``batch_size``,
+    ``offset += step * sum(cost - target) / (costs[-1] - costs[0])``, the update of
+    adaptive conformal inference on the cost (Gibbs and Candes, NeurIPS 2021). The
+    fitted thresholds but the last are finite here.
+    """
+    costs, target, step = policy.costs_, policy.target_cost_, settings["one_offset_step"]
+    scores = policy.exit_scores(stream.logits).astype(np.float64)
+    thresholds = np.asarray(policy.thresholds_, dtype=np.float64)
+    scores, thresholds = logit(np.clip(scores, 1e-12, 1 - 1e-12)), logit(np.clip(thresholds, 1e-12, 1))
+    exits = np.empty(len(stream.labels), dtype=np.int64)
+    offset = 0.0
+    for start in range(0, len(exits), settings["batch_size"]):
+        rows = slice(start, start + settings["batch_size"])
+        shifted = thresholds - offset
+        shifted[-1] = -np.inf
+        leaving = scores[rows] >= shifted
+        exits[rows] = leaving.argmax(axis=1)
+        offset += step * float(np.sum(costs[exits[rows]] - target)) / (costs[-1] - costs[0])
+    # The label at each exit is that exit's prediction (MaxProbPolicy and EarlyExitPolicy).
+    labels = policy.classes_[stream.logits[np.arange(len(exits)), exits].argmax(axis=1)]
+    return exits, labels
+
+
 def run_controller(policy, stream: Stream, settings: dict, quiet: bool, label: str):
     """Exits and labels of a :class:`~eenet_sklearn.online.BudgetController` fed the stream batch by batch.
 
@@ -206,7 +273,7 @@ def run_controller(policy, stream: Stream, settings: dict, quiet: bool, label: s
         The stream position at the end of the first batch after which the controller
         signalled drift; ``None`` if it never did.
     """
-    controller = BudgetController(policy, step_size=settings["step_size"])
+    controller = BudgetController(policy, step_size=settings["step_size"], window=settings["score_window"])
     n = len(stream.labels)
     exits = np.empty(n, dtype=np.int64)
     labels = np.empty(n, dtype=stream.labels.dtype)
@@ -303,6 +370,8 @@ def run(args: argparse.Namespace, settings: dict) -> tuple[list[dict], dict, dic
             "static": run_static(policy, stream),
             "recalibrated": run_recalibrated(policy, stream, ramp.start, n_cal),
             "recalibrated late": run_recalibrated(policy, stream, corrupted.start, n_cal),
+            "recalibrated in hindsight": run_hindsight(policy, stream, n_cal),
+            "one offset": run_one_offset(policy, stream, settings),
         }
         # What the controller holds by default: what the fitted thresholds spend on the fitting data.
         info["target_cost"][spec.label] = float(policy.target_cost_)
@@ -317,7 +386,7 @@ def run(args: argparse.Namespace, settings: dict) -> tuple[list[dict], dict, dic
 
 
 def findings(rows: list[dict], info: dict) -> list[str]:
-    """Whether the stream tests the controller, whether the controller meets its target, its drift signal."""
+    """Whether the stream tests the controller, whether it meets its targets, its drift signal, accuracy."""
     lines = []
     for label in dict.fromkeys(row["policy"] for row in rows):
         by_method = {row["method"]: row for row in rows if row["policy"] == label}
@@ -336,6 +405,26 @@ def findings(rows: list[dict], info: dict) -> list[str]:
             "signal first fired "
             + (f"after sample {drift_at}" if drift_at is not None else "never")
             + f" (the corruption starts at sample {info['calibration']['recalibrated']})."
+        )
+        hindsight, recalibrated, one = (
+            by_method[m] for m in ("recalibrated in hindsight", "recalibrated", "one offset")
+        )
+        accuracy, h_accuracy = controller["accuracy"], hindsight["accuracy"]
+        r_accuracy = recalibrated["accuracy"]
+        gap = 100 * (h_accuracy - accuracy)
+        lines.append(
+            f"  Accuracy at equal cost: the controller's {accuracy:.4f} is {abs(gap):.2f} points "
+            f"{'below' if gap > 0 else 'above'} the hindsight recalibration's {h_accuracy:.4f} (cost "
+            f"{hindsight['cost_ratio']:.3f} x; target: within {ACCURACY_GAP:g} point: "
+            f"{'met' if gap <= ACCURACY_GAP else 'NOT met'}) and {100 * (accuracy - one['accuracy']):+.2f} "
+            f"points against one offset for all exits ({one['accuracy']:.4f}; last third "
+            f"{controller['corrupted_accuracy']:.4f} against {one['corrupted_accuracy']:.4f}, exits "
+            f"{controller['corrupted_exit_shares']} against {one['corrupted_exit_shares']} %). The one-shot "
+            f"recalibration on the first corrupted samples reaches {r_accuracy:.4f} by spending "
+            f"{recalibrated['cost_ratio']:.3f} x the target (its worst window "
+            f"{recalibrated['max_window_cost_ratio']:.3f} x): {100 * (r_accuracy - accuracy):.2f} points "
+            f"more than the controller, {100 * (r_accuracy - h_accuracy):.2f} more than any quota "
+            "thresholds get at the target on this stream."
         )
     return lines
 
@@ -368,9 +457,13 @@ def setup_lines(info: dict, args: argparse.Namespace, settings: dict) -> list[st
         f"Ways: `static`, the fitted thresholds; `recalibrated`, `policy.recalibrate` on the first {n_cal} "
         f"corrupted samples (unlabeled: samples {onset}..{onset + n_cal - 1}, the start of the ramp), used "
         f"from sample {onset + n_cal} on; `recalibrated late`, the same on the first {n_cal} samples at full "
-        f"severity ({late}..{late + n_cal - 1}); `controller`, "
-        f"`BudgetController(policy, step_size={settings['step_size']:g})` fed batches of "
-        f"{settings['batch_size']} through `predict`.",
+        f"severity ({late}..{late + n_cal - 1}); `recalibrated in hindsight`, each block of {n_cal} samples "
+        "decided with thresholds recalibrated on that block itself (not causal: it spends the target "
+        "everywhere, the reference for accuracy at equal cost); `controller`, "
+        f"`BudgetController(policy, step_size={settings['step_size']:g}, window={settings['score_window']})` "
+        f"fed batches of {settings['batch_size']} through `predict` (per-exit quotas); `one offset`, the "
+        "former controller, kept as a reference: one offset for every exit's threshold on the score scale, "
+        f"moved by {settings['one_offset_step']:g} x the batch's summed excess cost over the cost span.",
         "Costs are over each policy's target, `target_cost_`: what its thresholds spend on the fitting "
         "data and what the controller holds, the budget unless EENet chose to spend less (x the budget: "
         f"{targets}). Columns: cost / target and accuracy, overall and over each third of the stream; the "
@@ -446,9 +539,11 @@ def plot_stream(curves: dict, info: dict, settings: dict, path: Path) -> None:
             curve = curves[label, method]
             x = np.arange(window, window + len(curve["cost"]))  # the window's end
             # The recalibrated runs follow the static one until they recalibrate: drawn thinner, on top.
+            # The hindsight reference and the former controller: dashed.
             width = 2.6 if method == "static" else 1.2
-            cost_ax.plot(x, curve["cost"], label=method, linewidth=width)
-            accuracy_ax.plot(x, curve["accuracy"], label=method, linewidth=width)
+            style = "--" if method in ("recalibrated in hindsight", "one offset") else "-"
+            cost_ax.plot(x, curve["cost"], style, label=method, linewidth=width)
+            accuracy_ax.plot(x, curve["accuracy"], style, label=method, linewidth=width)
         cost_ax.set(title=label, ylabel=f"cost / target, last {window} samples")
         accuracy_ax.set(xlabel="stream position (samples)", ylabel=f"accuracy, last {window} samples")
         if column == 0:
@@ -457,6 +552,101 @@ def plot_stream(curves: dict, info: dict, settings: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+#: The streams of ``--scaled-logits``: the factor each sample's logits are multiplied by.
+SCALED_STREAMS = {
+    "clean": lambda index: np.ones(len(index)),
+    "all hard": lambda index: np.full(len(index), 0.3),
+    "all easy": lambda index: np.full(len(index), 3.0),
+    "hard from a third of the way on": lambda index: np.where(index < len(index) // 3, 1.0, 0.3),
+    "hard and easy, alternating every 128": lambda index: np.where((index // 128) % 2 == 0, 0.3, 3.0),
+}
+
+
+def run_scaled(settings: dict, quiet: bool) -> list[dict]:
+    """The static policy, the controller and one offset on shipped logits scaled along each stream."""
+    from eenet_sklearn.datasets import load_exit_logits
+
+    data = load_exit_logits("fashion_cnn4")
+    costs = data.costs
+    budget = budget_at_position(costs, 0.4)
+    n = settings["scaled_samples"]
+    draws = np.random.default_rng(0).integers(0, len(data.test_labels), n)
+    scaled = {**settings, "batch_size": 128}
+    rows = []
+    for name in ("maxprob", "eenet"):
+        params = {"random_state": 0, **settings["eenet"]} if name == "eenet" else {}
+        policy = make_policy(name, costs, budget, **params).fit(data.val_logits, data.val_labels)
+        for kind, factor in SCALED_STREAMS.items():
+            _say(quiet, f"{POLICIES[name].label}, {kind}...")
+            logits = (data.test_logits[draws] * factor(np.arange(n))[:, None, None]).astype(np.float32)
+            stream = Stream(logits, data.test_labels[draws], np.zeros(n))
+            controller = BudgetController(policy, window=settings["score_window"])
+            exits = np.concatenate(
+                [controller.predict_exit(logits[i : i + 128]) for i in range(0, n, 128)]
+            )
+            labels = policy.classes_[logits[np.arange(n), exits].argmax(axis=1)]
+            row = {"policy": POLICIES[name].label, "stream": kind}
+            for way, (way_exits, way_labels) in {
+                "static": run_static(policy, stream),
+                "controller": (exits, labels),
+                "one offset": run_one_offset(policy, stream, scaled),
+            }.items():
+                cost = costs[way_exits] / policy.target_cost_
+                windows = window_means(cost, settings["window"])[settings["burn_in"] :]
+                row[f"{way}_cost_ratio"] = float(cost.mean())
+                row[f"{way}_min_window"] = float(windows.min())
+                row[f"{way}_max_window"] = float(windows.max())
+                row[f"{way}_accuracy"] = float(np.mean(way_labels == stream.labels))
+            rows.append(row)
+    return rows
+
+
+def write_scaled(
+    rows: list[dict], settings: dict, out_dir: Path, stem: str, provenance: Provenance
+) -> list[Path]:
+    """The ``--scaled-logits`` table, as csv and markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(
+            {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
+            for row in rows
+        )
+    window, burn_in = settings["window"], settings["burn_in"]
+    lines = [
+        "# The online controller on shipped logits made harder or easier",
+        "",
+        *provenance.lines(),
+        "",
+        f"`fashion_cnn4`'s test logits, {settings['scaled_samples']} random draws, multiplied by 0.3 "
+        "(harder) or 3 (easier) along each stream; policies fitted on its validation logits at a budget "
+        "40% of the way from the first exit's cost to the last's; batches of 128. `controller`: "
+        f"`BudgetController(policy, window={settings['score_window']})` (per-exit quotas, the default "
+        f"step); `one offset`: the former controller (one offset for all exits, step "
+        f"{settings['one_offset_step']:g}). Costs over the target; windows: the least and the most of the "
+        f"{window}-sample windows starting at sample {burn_in} or later.",
+        "",
+        "| stream | policy | static: cost / target | static: accuracy | controller: cost / target "
+        f"| controller: {window}-sample windows after {burn_in} | controller: accuracy "
+        "| one offset: windows | one offset: accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda row: list(SCALED_STREAMS).index(row["stream"])):
+        lines.append(
+            f"| {row['stream']} | {row['policy']} | {row['static_cost_ratio']:.3f} "
+            f"| {row['static_accuracy']:.4f} "
+            f"| {row['controller_cost_ratio']:.3f} "
+            f"| {row['controller_min_window']:.3f} - {row['controller_max_window']:.3f} "
+            f"| {row['controller_accuracy']:.4f} "
+            f"| {row['one offset_min_window']:.3f} - {row['one offset_max_window']:.3f} "
+            f"| {row['one offset_accuracy']:.4f} |"
+        )
+    md_path.write_text("\n".join(lines) + "\n")
+    return [md_path, csv_path]
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -471,9 +661,18 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--seed", type=int, default=0, help="seed of the stream's order and corruption")
     parser.add_argument("--out-dir", "--out", type=Path, default=RESULTS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no epoch log")
+    parser.add_argument("--scaled-logits", action="store_true",
+                        help="the controllers on shipped logits scaled harder or easier, instead of images")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     provenance = Provenance.start("benchmarks/drift.py", argv)
+    if args.scaled_logits:
+        stem = "drift_scaled_quick" if args.quick else "drift_scaled"
+        rows = run_scaled(settings, args.quiet)
+        written = write_scaled(rows, settings, args.out_dir, stem, provenance.finish())
+        if not args.quiet:
+            print("\n".join(str(path) for path in written))
+        return written
     rows, curves, info = run(args, settings)
     stem = "drift_quick" if args.quick else "drift"
     written = write_results(rows, curves, info, args, settings, args.out_dir, stem, provenance.finish())

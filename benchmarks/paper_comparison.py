@@ -1,8 +1,10 @@
 """The paper's comparison on every shipped set of real per-exit logits (issue 3, item 5).
 
 Every policy is fitted on the ``val`` split and reported on ``test``; costs are the sets'
-measured ``costs_ms``. Budgets are placed by *position*: ``costs[0] + position *
-(costs[-1] - costs[0])``. Four parts, each a subcommand (``all`` runs the four):
+measured ``costs_ms``. By default every set but the many-exit ones (``datasets.MANY_EXIT_SETS``,
+which ``benchmarks/many_exits.py`` measures; ``--sets`` names any). Budgets are placed by
+*position*: ``costs[0] + position * (costs[-1] - costs[0])``. Four parts, each a subcommand
+(``all`` runs the four):
 
 - ``curves``: 10 budgets evenly spaced strictly between the first and last exit cost
   (positions k/11): test accuracy and mean cost of EENet (default parameters,
@@ -47,7 +49,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from eenet_sklearn._registry import POLICIES, make_policy
-from eenet_sklearn.datasets import EXIT_LOGIT_SETS, load_exit_logits
+from eenet_sklearn.datasets import EXIT_LOGIT_SETS, MANY_EXIT_SETS, load_exit_logits
 from eenet_sklearn.metrics import budget_at_position, oracle_accuracy
 
 RESULTS = Path(__file__).parent / "results"
@@ -732,7 +734,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
         action="store_true",
         help="smoke test: 2 budgets, 2 seeds, 1000 val rows, max_epochs=3; writes paper_quick_*",
     )
-    parser.add_argument("--sets", nargs="+", choices=EXIT_LOGIT_SETS, default=list(EXIT_LOGIT_SETS))
+    parser.add_argument(
+        "--sets", nargs="+", choices=EXIT_LOGIT_SETS,
+        default=[name for name in EXIT_LOGIT_SETS if name not in MANY_EXIT_SETS],
+        help="default: every shipped set but the many-exit ones (benchmarks/many_exits.py covers those)",
+    )
     parser.add_argument("--n-jobs", type=int, default=2, help="joblib processes (default 2)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--quiet", action="store_true")

@@ -2,7 +2,8 @@
 
 For each shipped set of real per-exit logits (``fashion_cnn4``: a 4-exit CNN on
 Fashion-MNIST; ``mnist_mlp3``: a 3-exit MLP on MNIST; ``reviews_minilm6``: the MiniLM-L6
-encoder with an exit per layer on movie reviews), the policies are fitted once on the
+encoder with an exit per layer on movie reviews; the many-exit sets only when ``--sets`` names
+them), the policies are fitted once on the
 validation logits, and each policy's path of operating points is traced there, as
 :class:`eenet_sklearn.RiskControlledPolicy` does on its fitting part:
 
@@ -50,7 +51,7 @@ from eenet_sklearn import EarlyExitPolicy, MaxProbPolicy
 from eenet_sklearn._features import exit_predictions
 from eenet_sklearn._risk_control import _fixed_sequence, _point_losses, _trace_path, binomial_p_values
 from eenet_sklearn.base import BaseExitPolicy
-from eenet_sklearn.datasets import EXIT_LOGIT_SETS, load_exit_logits
+from eenet_sklearn.datasets import EXIT_LOGIT_SETS, MANY_EXIT_SETS, load_exit_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {
@@ -247,7 +248,11 @@ def write_results(
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=list(EXIT_LOGIT_SETS), choices=list(EXIT_LOGIT_SETS))
+    parser.add_argument(
+        "--sets", nargs="+", choices=list(EXIT_LOGIT_SETS),
+        default=[name for name in EXIT_LOGIT_SETS if name not in MANY_EXIT_SETS],
+        help="default: every shipped set but the many-exit ones (benchmarks/many_exits.py covers those)",
+    )
     parser.add_argument("--splits", type=int, default=500)
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 2.0, 5.0])
     parser.add_argument("--delta", type=float, default=0.1)

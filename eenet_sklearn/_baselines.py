@@ -25,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_scalar
 
 from ._features import (
+    _class_argmax,
     check_confidence,
     entropy_log_confidence,
     feature_state_names,
@@ -51,12 +52,18 @@ class _GeometricQuotaPolicy(BaseExitPolicy):
     def _quota_fractions(self, cost: float) -> np.ndarray:
         return geometric_fractions(self.costs_, cost)
 
+    def _unit_quota_fractions(self, share: float) -> np.ndarray:
+        return geometric_fractions(self.costs_ / self.costs_[-1], share)
+
     def _fit_scorer(self, log_proba: np.ndarray, correct: np.ndarray) -> None:
         """Learn what the score needs (nothing for a fixed confidence measure)."""
 
 
 class _ConfidenceThresholdPolicy(_GeometricQuotaPolicy):
     """A fixed confidence measure as the exit score, with MSDNet's geometric quotas."""
+
+    # The scores are read off the log-probabilities alone.
+    _step_reads_proba = False
 
     def __init__(self, costs=None, budget=None, *, input_type="logits", classes=None):
         self.costs = costs
@@ -257,9 +264,6 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
     >>> len(policy.estimators_)
     3
     """
-
-    # Scores are probabilities that the exit is right.
-    _score_scale = "logit"
 
     def __init__(
         self,
@@ -515,7 +519,7 @@ class PatiencePolicy(BaseExitPolicy):
     def _exit_step(self, k, log_proba, proba, state, weights):
         # The score: how many exits up to k in a row predict exit k's class (the argmax
         # of its probabilities, as predict takes it), 1 where exit k disagrees with k - 1.
-        predictions = proba.argmax(axis=-1)
+        predictions = _class_argmax(proba)
         run = np.where(predictions == state["previous"], state["run"] + 1.0, 1.0)
         return run, {"run": run, "previous": predictions}
 
@@ -583,6 +587,9 @@ class FixedExitPolicy(BaseExitPolicy):
     >>> policy.fit(X, [0, 1]).exit_
     1
     """
+
+    # The score is a constant.
+    _step_reads_proba = False
 
     def __init__(
         self, costs=None, budget=None, *, exit=None, input_type="logits", classes=None

@@ -179,6 +179,7 @@ class ExitDecider:
         self.state_names = tuple(policy._step_state_names())
         # Derived forms of the fitted scorer (float64 copies): made once per decider.
         self._weights = policy._step_weights()
+        self._reads_proba = bool(policy._step_reads_proba)
 
     def __repr__(self) -> str:
         return (
@@ -285,9 +286,26 @@ class ExitDecider:
         -------
         dict of str to ndarray
             New arrays, the selected rows in order.
+
+        Raises
+        ------
+        IndexError
+            If a boolean ``rows`` has another length than the state, or an index is
+            out of range.
         """
         rows = np.asarray(rows)
-        return {name: np.asarray(value)[rows] for name, value in state.items()}
+        if rows.size == 0:  # [] reads as float64
+            rows = rows.astype(np.intp)
+        if rows.dtype == bool:
+            for name, value in state.items():
+                if rows.shape != np.shape(value)[:1]:
+                    raise IndexError(
+                        f"rows is a boolean mask of shape {rows.shape}, but state[{name!r}] has "
+                        f"{len(value)} rows."
+                    )
+            rows = np.flatnonzero(rows)
+        # take: several times faster than boolean or fancy indexing of 2-D arrays.
+        return {name: np.take(np.asarray(value), rows, axis=0) for name, value in state.items()}
 
     # --- internals (no validation): what predict_exit runs over whole chunks ---------
 
@@ -300,25 +318,53 @@ class ExitDecider:
         self, k: int, outputs: np.ndarray, state: Mapping[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, State]:
         """Scores, probabilities and next state of validated exit-``k`` outputs."""
+        scores, log_proba, step_proba, next_state = self._step(k, outputs, state)
+        return scores, self._proba(k, outputs, log_proba, step_proba, next_state), next_state
+
+    def _step(
+        self, k: int, outputs: np.ndarray, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, State]:
+        """Scores, log-probabilities, the probabilities the step read (or ``None``), next state.
+
+        The probabilities are left out (no exponentials spent on them) where the
+        policy's step does not read them (``_step_reads_proba``): :meth:`_run` computes
+        them only when asked to return them.
+        """
         log_proba = exit_log_proba(outputs, self.input_type)
-        proba = np.exp(log_proba)
-        scores, next_state = self._policy._exit_step(k, log_proba, proba, dict(state), self._weights)
+        step_proba = np.exp(log_proba) if self._reads_proba else None
+        scores, next_state = self._policy._exit_step(k, log_proba, step_proba, dict(state), self._weights)
+        return scores, log_proba, step_proba, next_state
+
+    def _proba(
+        self,
+        k: int,
+        outputs: np.ndarray,
+        log_proba: np.ndarray,
+        step_proba: np.ndarray | None,
+        next_state: State,
+    ) -> np.ndarray:
+        """The class probabilities predicted at exit ``k`` (:meth:`_step`'s outputs)."""
         if self.input_type == "proba":  # as given (exp(log(p)) may round p by an ulp)
-            proba = np.array(outputs, dtype=np.float64, order="C")
-        return scores, proba, next_state
+            step_proba = np.array(outputs, dtype=np.float64, order="C")
+        elif step_proba is None:
+            step_proba = np.exp(log_proba)
+        # What the policy predicts with at exit k: exit k's own probabilities, or (an
+        # anytime ensemble) a combination of exits 0..k carried in the state.
+        return self._policy._step_proba(k, step_proba, next_state)
 
     def _run(
-        self, outputs: np.ndarray, *, all_scores: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self, outputs: np.ndarray, *, all_scores: bool = False, proba: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Decide validated ``(n, n_exits, n_classes)`` outputs exit by exit.
 
-        Returns the exits, the class probabilities at them and, with ``all_scores``,
+        Returns the exits, the class probabilities at them (``None`` with
+        ``proba=False``, which then spends nothing on them) and, with ``all_scores``,
         the scores at every exit (then no row is dropped after it leaves; otherwise
         rows that left are not scored again, which changes nothing for the others).
         """
         n_samples = outputs.shape[0]
         exits = np.full(n_samples, self.n_exits - 1, dtype=np.int64)
-        chosen = np.empty((n_samples, self.n_classes), dtype=np.float64)
+        chosen = np.empty((n_samples, self.n_classes), dtype=np.float64) if proba else None
         scores = np.empty((n_samples, self.n_exits), dtype=np.float64) if all_scores else None
         running = np.arange(n_samples)
         undecided = np.ones(n_samples, dtype=bool)  # over the running rows
@@ -326,23 +372,28 @@ class ExitDecider:
         for k in range(self.n_exits):
             # Every row still running (exit 0, or all_scores): a view, not a gathered copy.
             outputs_k = outputs[:, k] if len(running) == n_samples else outputs[running, k]
-            score, proba, state = self._score(k, outputs_k, state)
+            score, log_proba, step_proba, state = self._step(k, outputs_k, state)
             if scores is not None:
                 scores[:, k] = score
-            leave = self._leave(k, score) & undecided
+            if k == self.n_exits - 1:  # everybody still running leaves
+                leave = undecided
+            else:
+                leave = score >= self.thresholds[k]
+                leave &= undecided
             leaving = running[leave]
             exits[leaving] = k
-            chosen[leaving] = proba[leave]
-            if scores is not None:
+            if chosen is not None:
+                chosen[leaving] = self._proba(k, outputs_k, log_proba, step_proba, state)[leave]
+            if k == self.n_exits - 1:
+                break
+            if scores is not None:  # every row is scored at every exit
                 undecided &= ~leave
             else:
-                stay = ~leave
+                stay = np.flatnonzero(~leave)
                 running, state = running[stay], self.keep(state, stay)
                 undecided = undecided[stay]
-            if not undecided.any():
-                if scores is not None and k + 1 < self.n_exits:
-                    continue
-                break
+                if not len(running):
+                    break
         return exits, chosen, scores
 
     def _check_exit(self, k: object) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from functools import partial
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.utils import check_random_state, check_scalar
 
-from ._decider import _ROW_BLOCK, one_thread, padded_rows, row_product
+from ._decider import one_thread, padded_rows, row_product
 from ._features import (
     check_confidence,
     exit_features,
@@ -41,6 +42,10 @@ _N_CANDIDATE_COSTS = 24
 _OVERTHINKING_Z = 1.0
 _SPEND_LESS_Z = 2.0
 _GLOBAL_RNG_LOCK = threading.Lock()
+#: Parameters added after policies were first pickled, with the value that reproduces the
+#: fit of a policy pickled before each existed: no step budget (``max_epochs`` epochs
+#: whatever the number of samples), and the whole budget spent.
+_ADDED_PARAMETERS = {"max_steps": None, "spend_less": False}
 
 
 class EarlyExitPolicy(BaseExitPolicy):
@@ -266,8 +271,6 @@ class EarlyExitPolicy(BaseExitPolicy):
         self.classes = classes
         self.verbose = verbose
 
-    # Scores are the scorer's probabilities that the exit is right.
-    _score_scale = "logit"
     # The NumPy copy of the scorer's heads that prediction reads.
     _private_fit_state = ("_heads",)
 
@@ -322,7 +325,12 @@ class EarlyExitPolicy(BaseExitPolicy):
             log_weights = self._mean_exit_log_weights(features)
             fractions = tilt_to_budget(log_weights, self.costs_, self.budget_)
             _, exits = quota_thresholds(
-                scores, fractions, costs=self.costs_, budget=self.budget_, use_gpu=self._use_gpu()
+                scores,
+                fractions,
+                costs=self.costs_,
+                budget=self.budget_,
+                quotas=partial(tilt_to_budget, log_weights, self.costs_ / self.costs_[-1]),
+                use_gpu=self._use_gpu(),
             )
             accuracy = correct[np.arange(len(exits)), exits].mean()
             if best is None or accuracy > best[0]:
@@ -349,7 +357,14 @@ class EarlyExitPolicy(BaseExitPolicy):
         use_gpu = self._use_gpu()
 
         def right(cost: float, quotas: np.ndarray) -> np.ndarray:
-            _, exits = quota_thresholds(scores, quotas, costs=self.costs_, budget=cost, use_gpu=use_gpu)
+            _, exits = quota_thresholds(
+                scores,
+                quotas,
+                costs=self.costs_,
+                budget=cost,
+                quotas=self._unit_quota_fractions,
+                use_gpu=use_gpu,
+            )
             return correct[rows, exits]
 
         top = min(self.budget_, float(self.costs_[-1]))
@@ -442,6 +457,12 @@ class EarlyExitPolicy(BaseExitPolicy):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        # A policy pickled before a parameter existed gets the value that reproduces how
+        # it was fitted (a refit then trains as it did): get_params, clone, repr and
+        # save_policy need every parameter.
+        missing = {name: value for name, value in _ADDED_PARAMETERS.items() if name not in state}
+        if missing:
+            state = {**state, **missing}
         super().__setstate__(state)
         if "scorer_" in state and "_heads" not in state:
             self._heads = _numpy_heads(self.scorer_.module_)
@@ -459,6 +480,9 @@ class EarlyExitPolicy(BaseExitPolicy):
     def _quota_fractions(self, cost: float) -> np.ndarray:
         return tilt_to_budget(self.quota_log_weights_, self.costs_, cost)
 
+    def _unit_quota_fractions(self, share: float) -> np.ndarray:
+        return tilt_to_budget(self.quota_log_weights_, self.costs_ / self.costs_[-1], share)
+
     # --- prediction: the per-exit step of ExitScorer.utility_logits, in NumPy ----------
 
     def _step_state_names(self) -> tuple[str, ...]:
@@ -473,14 +497,15 @@ class EarlyExitPolicy(BaseExitPolicy):
     def _step_weights(self) -> list[tuple[np.ndarray, float, np.ndarray, float]]:
         # Float64 copies of _heads (the one stored form), laid out for row_product: the
         # first weight transposed to (inputs, hidden) with the bias as its last row (the
-        # step's inputs end with a column of ones), the last weight as column 0 of a
-        # (hidden, 8) block of zeros (a one-column product would be a matrix-vector one).
+        # step's inputs end with a column of ones), the last weight as a (hidden, 1)
+        # column: NumPy makes that product a matrix-vector one (BLAS gemv), which on
+        # row_product's padded row blocks also sums every row alike, several times faster
+        # than a matrix product with 7 columns of zeros (tests/test_predict_throughput.py).
         weights = []
         for weight, bias, slope, out_weight, out_bias in self._heads:
             first = np.vstack([np.asarray(weight, dtype=np.float64).T, np.reshape(bias, (1, -1))])
-            out_block = np.zeros((np.size(out_weight), _ROW_BLOCK), dtype=np.float64)
-            out_block[:, 0] = np.reshape(out_weight, -1)
-            weights.append((first, float(slope), out_block, float(np.reshape(out_bias, -1)[0])))
+            out_column = np.asarray(out_weight, dtype=np.float64).reshape(-1, 1)
+            weights.append((first, float(slope), out_column, float(np.reshape(out_bias, -1)[0])))
         return weights
 
     def _exit_step(self, k, log_proba, proba, state, weights):
@@ -489,23 +514,27 @@ class EarlyExitPolicy(BaseExitPolicy):
         # per call, where each torch op's dispatch costs more than the arithmetic. The
         # products are row_product's: each row is summed by the same BLAS kernel in the
         # same order whatever the other rows.
-        features, state = step_exit_features(
-            k, proba, log_proba, state, self._confidence, self.class_scores
-        )
         weight, slope, out_weight, out_bias = weights[k]
-        # [features, utilities of exits < k, 1], in row_product's zero-padded row blocks.
-        n_rows, width = features.shape
-        inputs = np.zeros((padded_rows(n_rows), width + k + 1), dtype=np.float64)
-        inputs[:n_rows, :width] = features
-        inputs[:n_rows, width:-1] = state["utilities"][:, :k]
+        # [features, utilities of exits < k, 1], in row_product's zero-padded row blocks:
+        # the features are written there directly.
+        n_rows = proba.shape[0]
+        width = weight.shape[0] - k - 1
+        inputs = np.empty((padded_rows(n_rows), weight.shape[0]), dtype=np.float64)
+        inputs[n_rows:] = 0.0
+        _, state = step_exit_features(
+            k, proba, log_proba, state, self._confidence, self.class_scores, out=inputs[:n_rows, :width]
+        )
+        utilities = state["utilities"]
+        inputs[:n_rows, width:-1] = utilities[:, :k]
         inputs[:n_rows, -1] = 1.0
         hidden = row_product(inputs, weight)
-        np.maximum(hidden, hidden * slope, out=hidden)  # LeakyReLU, 0 <= slope < 1
+        leaky = np.multiply(hidden, slope)
+        np.maximum(hidden, leaky, out=hidden)  # LeakyReLU, 0 <= slope < 1
         utility = row_product(hidden, out_weight)[:n_rows, 0]
         utility += out_bias
         scores = expit(utility)
-        state["utilities"] = state["utilities"].copy()
-        state["utilities"][:, k] = scores
+        state["utilities"] = utilities = utilities.copy()
+        utilities[:, k] = scores
         return scores, state
 
 

@@ -14,6 +14,7 @@ available at the moment an early-exit network reaches exit ``k``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -31,6 +32,35 @@ CONFIDENCE_MEASURES = ("max_prob", "entropy", "voting", "margin")
 #: per-row reductions over a short last axis.
 _COLUMN_PASSES_UP_TO = 64
 _COLUMN_PASSES_FROM_ROWS = 64
+
+
+def _exit_order(n_classes: int) -> Literal["C", "F"]:
+    """Memory order of one exit's ``(n_rows, n_classes)`` values in prediction.
+
+    Class-major (``"F"``: each class's column contiguous) where the reductions over the
+    classes run as column passes: those passes, and the broadcasts of a per-row value
+    over the classes, are then contiguous, about three times faster at ``C = 10``. The
+    values, computed elementwise or in class order, are the same bits in either order.
+    """
+    return "F" if n_classes <= _COLUMN_PASSES_UP_TO else "C"
+
+
+def _class_argmax(values: np.ndarray, top: np.ndarray | None = None) -> np.ndarray:
+    """Index of the first largest value over the last axis of 2-D ``values``, as ``argmax``.
+
+    ``top``: :func:`_class_max` of ``values`` when the caller has it. Class-major
+    values are searched column by column, last to first (several times faster than
+    NumPy's ``argmax`` over a strided axis).
+    """
+    if values.ndim != 2 or not values.flags.f_contiguous or not _by_columns(values):
+        return values.argmax(axis=-1)
+    if top is None:
+        top = _class_max(values)
+    n_classes = values.shape[1]
+    index = np.full(values.shape[0], n_classes - 1, dtype=np.intp)
+    for column in range(n_classes - 2, -1, -1):
+        index[values[:, column] == top] = column
+    return index
 
 
 def _by_columns(values: np.ndarray) -> bool:
@@ -112,11 +142,14 @@ def exit_log_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarra
     What every policy reads (the per-exit steps of
     :meth:`BaseExitPolicy.exit_decider <eenet_sklearn.base.BaseExitPolicy.exit_decider>`):
     the log-softmax of logits, or the log of probabilities (``-inf`` for a probability
-    of 0), of any shape ``(..., n_classes)``. A new C-ordered float64 array whatever the
-    dtype of ``outputs``, so that identical values give identical results in every dtype,
-    and each row's values do not depend on the other rows (see the note above).
+    of 0), of any shape ``(..., n_classes)``. A new float64 array whatever the dtype of ``outputs``, so
+    that identical values give identical results in every dtype, and each row's values
+    do not depend on the other rows (see the note above); C-ordered, except one exit's
+    ``(n_rows, n_classes)`` values of at most ``_COLUMN_PASSES_UP_TO`` classes, which are
+    class-major (:func:`_exit_order`).
     """
-    values = np.array(outputs, dtype=np.float64, order="C")
+    order: Literal["C", "F"] = _exit_order(outputs.shape[-1]) if np.ndim(outputs) == 2 else "C"
+    values = np.array(outputs, dtype=np.float64, order=order)
     if input_type == "proba":
         with np.errstate(divide="ignore"):
             return np.log(values, out=values)
@@ -400,24 +433,41 @@ def step_exit_features(
     state: dict[str, np.ndarray],
     confidence: Sequence[str],
     class_scores: bool,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Exit ``k``'s features (:func:`step_features`) and the next state, the input left alone.
 
     ``state`` holds at least :func:`feature_state_names`' entries (the vote counts of
     exits ``0..k-1``); the returned state is a new dict with those entries updated to
-    include exit ``k`` and every other entry as given.
+    include exit ``k`` and every other entry as given. ``out``: as in :func:`step_features`.
     """
     state = dict(state)
-    voting = None
+    voting = top = None
     if "voting" in confidence:
+        top = _class_max(proba)  # the largest probability, where the argmax is found
         voting, state["votes"], state["top_vote"] = step_votes(
-            proba, k, state["votes"], state["top_vote"]
+            proba, k, state["votes"], state["top_vote"], _class_argmax(proba, top)
         )
-    return step_features(proba, voting, confidence, class_scores, log_proba), state
+    features = step_features(proba, voting, confidence, class_scores, log_proba, top, out)
+    return features, state
+
+
+def _row_picks(n_rows: int, n_classes: int, columns: np.ndarray) -> np.ndarray:
+    """Indices into a flattened C-ordered ``(n_rows, n_classes)`` array of ``[i, columns[i]]``.
+
+    Flat indexing is several times faster than ``array[np.arange(n), columns]``.
+    """
+    picks = np.arange(0, n_rows * n_classes, n_classes, dtype=np.intp)
+    picks += columns
+    return picks
 
 
 def step_votes(
-    proba: np.ndarray, k: int, votes: np.ndarray, top_vote: np.ndarray
+    proba: np.ndarray,
+    k: int,
+    votes: np.ndarray,
+    top_vote: np.ndarray,
+    predictions: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The voting measure at exit ``k`` from the carried vote counts, in constant time in ``k``.
 
@@ -431,6 +481,8 @@ def step_votes(
         How many of exits ``0..k-1`` predict each class (zeros before exit 0).
     top_vote : ndarray of shape (n_samples,), dtype int64
         The largest entry of each row of ``votes``.
+    predictions : ndarray of shape (n_samples,), optional
+        ``proba.argmax(axis=-1)`` when the caller has it.
 
     Returns
     -------
@@ -440,11 +492,13 @@ def step_votes(
     votes, top_vote : ndarray
         The counts including exit ``k`` (new arrays; the inputs are left alone).
     """
-    rows = np.arange(proba.shape[0])
-    predictions = proba.argmax(axis=-1)
-    votes = votes.copy()
-    votes[rows, predictions] += 1
-    top_vote = np.maximum(top_vote, votes[rows, predictions])
+    if predictions is None:
+        predictions = _class_argmax(proba)
+    votes = np.array(votes, order="C")  # a new array, flattened below without a copy
+    flat = votes.reshape(-1)
+    picks = _row_picks(votes.shape[0], votes.shape[1], predictions)
+    flat[picks] += 1
+    top_vote = np.maximum(top_vote, flat[picks])
     return top_vote / np.float64(k + 1), votes, top_vote
 
 
@@ -454,13 +508,15 @@ def step_features(
     confidence: Sequence[str],
     class_scores: bool,
     log_proba: np.ndarray | None = None,
+    top_proba: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`exit_features` of one exit, in float64, from that exit's probabilities.
 
     Parameters
     ----------
     proba : ndarray of shape (n_samples, n_classes)
-        Class probabilities at the exit (:func:`exit_proba`), C-ordered.
+        Class probabilities at the exit (:func:`exit_proba`), in any memory order.
     voting : ndarray of shape (n_samples,) or None
         The voting measure at the exit (:func:`step_votes`); needed only when
         ``"voting"`` is in ``confidence``.
@@ -471,19 +527,28 @@ def step_features(
     log_proba : ndarray of shape (n_samples, n_classes), optional
         The log of ``proba`` (:func:`exit_log_proba`): the entropy then takes no
         logarithm of its own (:func:`entropy_confidence`).
+    top_proba : ndarray of shape (n_samples,), optional
+        :func:`max_prob` of ``proba``, when the caller has it.
+    out : ndarray of shape (n_samples, n_features), float64, optional
+        Where to write the features (a view into a larger array is fine, as EENet's
+        scorer passes its input block); a new array by default.
 
     Returns
     -------
     ndarray of shape (n_samples, n_features)
-        Float64, C-ordered; each row computed from its own row only.
+        Float64 (``out`` when given, else C-ordered); each row computed from its own
+        row only.
     """
     n_samples, n_classes = proba.shape
-    out = np.empty((n_samples, n_features(n_classes, confidence, class_scores)), dtype=np.float64)
+    if out is None:
+        out = np.empty((n_samples, n_features(n_classes, confidence, class_scores)), dtype=np.float64)
     for i, name in enumerate(confidence):
         if name == "voting":
             out[:, i] = voting
         elif name == "entropy":
             out[:, i] = entropy_confidence(proba, log_proba)
+        elif name == "max_prob" and top_proba is not None:
+            out[:, i] = top_proba
         else:
             out[:, i] = _MEASURE_FUNCTIONS[name](proba)
     if class_scores:

@@ -26,6 +26,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from ._anytime import LOG_FLOOR, SUMS, AnytimeEnsemble
 from ._baselines import (
     EntropyPolicy,
     FixedExitPolicy,
@@ -363,6 +364,28 @@ _POLICIES: dict[type, _Scorer] = {
 }
 
 
+def _anytime_step(
+    g: _Graph, policy: AnytimeEnsemble, k: int, log_proba: str, state: dict[str, str]
+) -> tuple[str, str, dict[str, str]]:
+    """An anytime ensemble's step at exit ``k``: its log-probabilities, probabilities and sums.
+
+    As :func:`~eenet_sklearn._anytime._step_sums`: ``sums + W[:, k] * max(log_p_k, floor)``
+    over every exit, then the log-softmax of column ``k`` of the sums.
+    """
+    weights = np.asarray(policy.weights_, dtype=np.float64)[:, k].reshape(1, -1, 1)
+    floored = g.op("Max", log_proba, g.const(LOG_FLOOR))
+    term = g.op("Mul", g.const(weights), g.op("Unsqueeze", floored, g.const([1], np.int64)))
+    sums = g.op("Add", state[SUMS], term)
+    column = g.op("Squeeze", _exits(g, sums, k), g.const([1], np.int64))
+    log_proba, proba = _log_proba(g, column, "logits")
+    return log_proba, proba, {SUMS: sums}
+
+
+def _exits(g: _Graph, table: str, k: int) -> str:
+    """Exit ``k`` of an ``(n, K, C)`` table, ``(n, 1, C)``."""
+    return g.op("Slice", table, g.const([k], np.int64), g.const([k + 1], np.int64), g.const([1], np.int64))
+
+
 def _exit_graph(
     policy: Any, k: int, input_dtype: str, initial: dict[str, np.ndarray], metadata: dict[str, str], onnx: Any
 ) -> Any:
@@ -385,8 +408,14 @@ def _exit_graph(
     else:
         state = {name: g.input(name, *specs[name]) for name in initial}
     log_proba, proba = _log_proba(g, values, input_type)
+    scored = policy
+    ensembled: dict[str, str] = {}  # an anytime ensemble's running sums
+    if isinstance(policy, AnytimeEnsemble):
+        log_proba, proba, ensembled = _anytime_step(g, policy, k, log_proba, state)
+        scored = policy.policy_
     label = g.op("ArgMax", proba, axis=1, keepdims=0)  # the first maximum
-    score, carried = _POLICIES[type(policy)](_Step(g, policy, k, log_proba, proba, label, state))
+    score, carried = _POLICIES[type(scored)](_Step(g, scored, k, log_proba, proba, label, state))
+    carried = {**carried, **ensembled}
     if k == n_exits - 1:
         leave = g.op("Equal", label, label)  # everybody leaves at the last exit
     else:
@@ -434,7 +463,10 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
     confidence measures, ``votes`` ``(n, n_classes)`` int64 (how many exits so far
     predicted each class) and ``top_vote`` ``(n,)`` int64 (the largest of them); for
     :class:`~eenet_sklearn.LearnedScorePolicy`, ``scores`` ``(n, n_exits)`` (the scores
-    of the exits so far) and the same voting state.
+    of the exits so far) and the same voting state. An
+    :class:`~eenet_sklearn.AnytimeEnsemble` carries its wrapped policy's state and
+    ``ensemble_sums`` ``(n, n_exits, n_classes)`` float64, the running weighted sums of
+    the exits' log-probabilities; its ``probabilities`` and ``label`` are the ensemble's.
 
     The graphs compute in float64 (the input is cast first), with the arithmetic of the
     policy's own decider, in ONNX operator set :data:`OPSET` (IR version 8): ONNX
@@ -448,7 +480,8 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
     policy : fitted policy
         An :class:`~eenet_sklearn.EarlyExitPolicy`, :class:`~eenet_sklearn.MaxProbPolicy`,
         :class:`~eenet_sklearn.EntropyPolicy`, :class:`~eenet_sklearn.PatiencePolicy`,
-        :class:`~eenet_sklearn.FixedExitPolicy` or :class:`~eenet_sklearn.LearnedScorePolicy`.
+        :class:`~eenet_sklearn.FixedExitPolicy` or :class:`~eenet_sklearn.LearnedScorePolicy`,
+        or an :class:`~eenet_sklearn.AnytimeEnsemble` of one.
         A :class:`~eenet_sklearn.LearnedScorePolicy` must use its default estimator
         (``LogisticRegression``); exits whose correctness was constant hold a
         ``DummyClassifier``, which is supported too.
@@ -511,14 +544,21 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
     >>> bool(np.array_equal(leave, policy.predict_exit(data.test_logits[:5]) == 0))
     True
     """
-    if type(policy) not in _POLICIES:
+    scored = policy
+    if type(policy) is AnytimeEnsemble:
+        check_is_fitted(policy)
+        scored = policy.policy_
+    if type(scored) not in _POLICIES:
         supported = ", ".join(cls.__name__ for cls in _POLICIES)
-        raise TypeError(f"export_onnx supports fitted {supported}; got {type(policy).__name__}.")
+        raise TypeError(
+            f"export_onnx supports fitted {supported}, and AnytimeEnsemble of them; got "
+            f"{type(policy).__name__}" + ("" if scored is policy else f" of {type(scored).__name__}") + "."
+        )
     check_is_fitted(policy)
     if input_dtype not in _INPUT_DTYPES:
         raise ValueError(f"input_dtype must be one of {_INPUT_DTYPES}, got {input_dtype!r}.")
-    if isinstance(policy, LearnedScorePolicy):
-        _check_learned(policy)
+    if isinstance(scored, LearnedScorePolicy):
+        _check_learned(scored)
     onnx = _import_onnx()
     folder = Path(path)
     if folder.exists() and not folder.is_dir():

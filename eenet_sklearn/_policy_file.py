@@ -35,6 +35,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from ._anytime import AnytimeEnsemble
 from ._baselines import EntropyPolicy, FixedExitPolicy, LearnedScorePolicy, MaxProbPolicy, PatiencePolicy
 from ._eenet import EarlyExitPolicy
 from ._features import check_confidence, n_features
@@ -63,6 +64,7 @@ _POLICY_CLASSES: dict[str, type] = {
         FixedExitPolicy,
         LearnedScorePolicy,
         RiskControlledPolicy,
+        AnytimeEnsemble,
     )
 }
 #: Vectors up to this length are written into the manifest, where a reviewer reads them;
@@ -259,7 +261,9 @@ def save_policy(policy: BaseExitPolicy, path: str | os.PathLike[str]) -> None:
         :class:`~eenet_sklearn.MaxProbPolicy`, :class:`~eenet_sklearn.EntropyPolicy`,
         :class:`~eenet_sklearn.PatiencePolicy`, :class:`~eenet_sklearn.FixedExitPolicy` or
         :class:`~eenet_sklearn.LearnedScorePolicy` (with its default
-        ``LogisticRegression`` classifiers). ``policy`` is not changed.
+        ``LogisticRegression`` classifiers), or a :class:`~eenet_sklearn.RiskControlledPolicy`
+        or :class:`~eenet_sklearn.AnytimeEnsemble` (its weights and the wrapped fitted
+        policy) of them. ``policy`` is not changed.
     path : str or os.PathLike
         Where to write it; an existing file is replaced.
 
@@ -697,10 +701,27 @@ def _shape_problem(policy: BaseExitPolicy) -> str | None:
         return f"has costs_ {costs.tolist()}: expected positive, finite, strictly increasing"
     if isinstance(policy, EarlyExitPolicy):
         return _heads_problem(policy, n_exits, n_classes)
+    if isinstance(policy, AnytimeEnsemble):
+        return _anytime_problem(policy, n_exits, n_classes)
     if isinstance(policy, LearnedScorePolicy):
         estimators = state.get("estimators_")
         if not isinstance(estimators, list) or len(estimators) != n_exits:
             return f"needs one classifier per exit in estimators_ ({n_exits})"
+    return None
+
+
+def _anytime_problem(policy: AnytimeEnsemble, n_exits: int, n_classes: int) -> str | None:
+    """What is wrong with an anytime ensemble's weights or wrapped policy, or ``None``."""
+    weights, inner = vars(policy).get("weights_"), vars(policy).get("policy_")
+    shape = (n_exits, n_exits)
+    if not isinstance(weights, np.ndarray) or weights.shape != shape or weights.dtype.kind != "f":
+        return f"needs float weights_ of shape ({n_exits}, {n_exits})"
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and not np.triu(weights, 1).any()):
+        return "has weights_ that are not finite, nonnegative and lower-triangular"
+    if not isinstance(inner, BaseExitPolicy) or isinstance(inner, AnytimeEnsemble):
+        return "needs the fitted wrapped policy in policy_"
+    if (vars(inner).get("n_exits_"), vars(inner).get("n_classes_")) != (n_exits, n_classes):
+        return f"has a policy_ of another shape than its {n_exits} exits and {n_classes} classes"
     return None
 
 

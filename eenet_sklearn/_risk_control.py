@@ -197,7 +197,9 @@ def _trace_path(
         targets = np.linspace(costs[-1], costs[0], n_points + 1)[1:]
         for j, target in enumerate(targets, start=1):
             quotas = policy._quota_fractions(float(target))
-            thresholds[j], _ = quota_thresholds(scores, quotas, costs=costs, budget=float(target))
+            thresholds[j], _ = quota_thresholds(
+                scores, quotas, costs=costs, budget=float(target), quotas=policy._unit_quota_fractions
+            )
     else:
         pooled = scores[:, :-1].ravel()
         levels = np.linspace(1.0, 0.0, n_points + 1)[1:]
@@ -522,7 +524,7 @@ class RiskControlledPolicy(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             assert target is not None
             columns = encode_labels(target[cal_rows], n_cal, cal.shape[2], policy.classes_)[1]
         losses, exits = _point_losses(
-            policy.exit_scores(cal), exit_predictions(cal, input_type), columns, thresholds
+            policy.exit_scores(cal), policy._exit_predictions(cal), columns, thresholds
         )
         loss_sums = losses.sum(axis=1)
         within = np.ones(len(thresholds), dtype=bool)

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from ._decider import _ONE_THREAD_FROM, ExitDecider, one_thread
-from ._features import exit_log_proba, exit_predictions
+from ._features import _exit_order, exit_log_proba, exit_predictions
 from ._thresholds import exit_fractions, quota_thresholds
 from ._validation import (
     check_budget,
@@ -33,10 +33,12 @@ __all__ = ["BaseExitPolicy", "ExitDecider", "FitParameterOverrideWarning", "Smal
 #: At most this many samples are processed at once in prediction, to bound memory.
 _CHUNK_SIZE = 1 << 16
 
-#: About this many values (samples x exits x classes) per prediction chunk, so that a
-#: chunk's temporaries (EENet's hidden layer among them) stay in cache: 3,276 rows at
-#: K=4, C=10, faster than 6,553 or 26,214 (``benchmarks/results/decision_speed.md``).
-_CHUNK_VALUES = 1 << 17
+#: About this many values (samples x exits x classes) per prediction chunk: 13,107 rows at
+#: K=4, C=10, where each exit's per-class work runs as contiguous column passes (a few
+#: dozen NumPy calls per exit and chunk): faster than 3,276 or 6,553 rows, whose calls
+#: cost more than the cache they save (1.1-1.2x in throughput, measured side by side on
+#: a shared 2-core machine), and within a memory bound of about 32 MB beyond the result.
+_CHUNK_VALUES = 1 << 19
 
 #: At least this many rows per prediction chunk (many classes): fewer would spend more
 #: on each chunk's Python overhead than they save in cache.
@@ -179,10 +181,14 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
       and every value of a row is computed from that row alone: elementwise operations,
       sums over the classes that add them one by one in class order (NumPy's own
       ``sum`` adds pairwise, in an order that depends on the layout and, for a single
-      row, on its length), and EENet's scorer products through one BLAS
-      matrix-product kernel on zero-padded blocks of 8 rows (OpenBLAS rounds a row
-      differently as a matrix-vector product, at one row, or at the ragged edge of a
-      matrix product, than inside one: up to 2e-7 in float32 here).
+      row, on its length), and EENet's scorer products on zero-padded blocks of 8
+      rows, each through one BLAS kernel whatever the number of rows: a matrix
+      product into the hidden layer, a matrix-vector product out of it (OpenBLAS
+      rounds a row of a matrix product differently as a matrix-vector product, at
+      one row, or at the ragged edge, than inside one: up to 2e-7 in float32 here).
+      The values of a row, computed elementwise or in class order, are the same bits
+      whether the call lays out an exit's values row-major or class-major (as
+      prediction does for up to 64 classes, for speed).
     - *Thresholds off the fitting scores.* A quota threshold lies halfway (in float64)
       between the lowest admitted fitting score and the highest one not admitted, so
       no fitting sample sits exactly on a threshold, and a score rounded by an ulp
@@ -229,16 +235,14 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     input_type: str
     classes: object
 
-    #: The scale on which :class:`~eenet_sklearn.online.BudgetController` shifts the exit
-    #: scores: ``"logit"`` for probabilities in ``[0, 1]`` (a shift means the same odds
-    #: ratio near 0.5 as near 0.999), ``"linear"`` for scores already on an unbounded,
-    #: log-odds-like scale.
-    _score_scale: ClassVar[str] = "linear"
-
     #: Private attributes that :meth:`fit` sets (besides those ending in ``_`` and the
     #: settings of :meth:`_check_hyperparameters`): part of the fitted state, replaced as
     #: a whole by each fit.
     _private_fit_state: ClassVar[tuple[str, ...]] = ()
+
+    #: Whether :meth:`_exit_step` reads ``proba`` (else it is passed ``None``, and
+    #: prediction spends no exponentials on probabilities it does not return).
+    _step_reads_proba: ClassVar[bool] = True
 
     def fit(self, X, y, costs=None, budget=None):
         """Fit the policy on held-out per-exit outputs.
@@ -457,7 +461,12 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         fractions = self._quota_fractions(target)
         scores = self._chunked_exit_scores(self._to_log_proba(outputs))
         thresholds, exits = quota_thresholds(
-            scores, fractions, costs=self.costs_, budget=target, use_gpu=self._use_gpu()
+            scores,
+            fractions,
+            costs=self.costs_,
+            budget=target,
+            quotas=self._unit_quota_fractions,
+            use_gpu=self._use_gpu(),
         )
         _warn_if_small_fitting_set(type(self).__name__, self.costs_, budget_, exits, 3, "recalibrated")
         # Everything is computed: set it all at once.
@@ -472,6 +481,17 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         base class has no quotas.
         """
         raise NotImplementedError(f"{type(self).__name__} has no exit quotas.")
+
+    def _unit_quota_fractions(self, share: float) -> np.ndarray:
+        """:meth:`_quota_fractions` at the mean cost ``share * costs_[-1]``.
+
+        The path of quotas that :func:`~eenet_sklearn._thresholds.quota_thresholds`
+        follows when the rounded quotas overspend, in units of the last exit's cost so
+        that costs of any scale (subnormal ones too) trace the same path. Quota rules
+        whose quotas depend on the cost ratios only override this to compute them
+        without the rescaling.
+        """
+        return self._quota_fractions(share * float(self.costs_[-1]))
 
     def _check_quota_rule(self, action: str) -> None:
         """Raise ``TypeError`` unless the thresholds are quotas of an exit score."""
@@ -516,7 +536,12 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         scores, fractions = self._fit_policy(log_proba, correct)
         # target_cost_: the budget, or less where the policy chose to spend less.
         thresholds, exits = quota_thresholds(
-            scores, fractions, costs=self.costs_, budget=self.target_cost_, use_gpu=self._use_gpu()
+            scores,
+            fractions,
+            costs=self.costs_,
+            budget=self.target_cost_,
+            quotas=self._unit_quota_fractions,
+            use_gpu=self._use_gpu(),
         )
         _warn_if_small_fitting_set(type(self).__name__, self.costs_, self.budget_, exits)
         return thresholds, exits
@@ -543,21 +568,29 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         """Derived forms of the fitted scorer the step reads (not pickled); ``None`` if none."""
         return None
 
+    def _step_proba(self, k: int, proba: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
+        """Class probabilities predicted at exit ``k``, from exit ``k``'s own and the next state.
+
+        Exit ``k``'s own ``proba`` by default; :class:`~eenet_sklearn.AnytimeEnsemble`
+        returns its combination of exits ``0..k``, which it carries in ``state``.
+        """
+        return proba
+
     @abstractmethod
     def _exit_step(
         self,
         k: int,
         log_proba: np.ndarray,
-        proba: np.ndarray,
+        proba: np.ndarray | None,
         state: dict[str, np.ndarray],
         weights: object,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Exit ``k``'s scores ``(n_rows,)`` and the next state, from exit ``k`` alone.
 
         ``log_proba``: exit ``k``'s class log-probabilities ``(n_rows, n_classes)``
-        (:func:`~eenet_sklearn._features.exit_log_proba`: float64, C-ordered) and
-        ``proba`` their ``exp``; ``state``: what exits ``0..k-1`` left. None of them
-        is to be modified;
+        (:func:`~eenet_sklearn._features.exit_log_proba`: float64, any memory order) and
+        ``proba`` their ``exp`` (``None`` where :attr:`_step_reads_proba` is false);
+        ``state``: what exits ``0..k-1`` left. None of them is to be modified;
         ``weights``: :meth:`_step_weights`. Every value of a row must be computed from
         that row alone, in float64 (elementwise operations, reductions over a row's
         contiguous classes, no BLAS product whose rounding depends on the number of
@@ -575,8 +608,10 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         state = self._step_initial_state(n_samples)
         weights = self._step_weights()
         for k in range(n_exits):
-            exit_k = np.ascontiguousarray(log_proba[:, k])
-            scores[:, k], state = self._exit_step(k, exit_k, np.exp(exit_k), state, weights)
+            # Laid out as prediction lays out one exit (the same bits in any layout).
+            exit_k = np.array(log_proba[:, k], order=_exit_order(log_proba.shape[-1]))
+            proba = np.exp(exit_k) if self._step_reads_proba else None
+            scores[:, k], state = self._exit_step(k, exit_k, proba, state, weights)
         return scores
 
     def exit_decider(self) -> ExitDecider:
@@ -631,6 +666,14 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         """
         return exit_log_proba(outputs, self.input_type)
 
+    def _exit_predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """Each exit's predicted class column ``(n_samples, n_exits)`` for validated outputs.
+
+        What the fitted policy predicts at each exit; wrappers that change the predictions
+        (an anytime ensemble) override it, so risk control certifies what is served.
+        """
+        return exit_predictions(outputs, self.input_type)
+
     def _chunk_rows(self, n_samples: int) -> list[slice]:
         """Row blocks for prediction: bounded memory, temporaries that stay in cache."""
         size = max(_MIN_CHUNK_ROWS, _CHUNK_VALUES // (self.n_exits_ * self.n_classes_))
@@ -669,10 +712,13 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         limit = one_thread() if n_samples >= _ONE_THREAD_FROM else contextlib.nullcontext()
         with limit:
             for rows in self._chunk_rows(n_samples):
-                exits, chosen, scores = decider._run(outputs[rows], all_scores=what == "scores")
+                exits, chosen, scores = decider._run(
+                    outputs[rows], all_scores=what == "scores", proba=what in ("labels", "proba")
+                )
                 if what == "exits":
                     result[rows] = exits
                 elif what == "labels":
+                    assert chosen is not None
                     result[rows] = chosen.argmax(axis=1)
                 elif what == "proba":
                     result[rows] = chosen

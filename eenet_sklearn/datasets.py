@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-#: Real per-exit logits shipped in ``eenet_sklearn/data`` (see its README).
 __all__ = [
     "EXIT_LOGIT_SETS",
+    "MANY_EXIT_SETS",
     "load_exit_logits",
     "load_fashion_mnist",
     "load_mnist",
@@ -24,7 +24,21 @@ __all__ = [
     "make_exit_logits",
 ]
 
-EXIT_LOGIT_SETS = ("fashion_cnn4", "mnist_mlp3", "reviews_minilm6")
+EXIT_LOGIT_SETS = (
+    "fashion_cnn4",
+    "mnist_mlp3",
+    "reviews_minilm6",
+    "fashion_cnn8",
+    "fashion_cnn12",
+    "fashion_cnn16",
+)
+"""Names of the real per-exit logits shipped in ``eenet_sklearn/data``, for :func:`load_exit_logits`."""
+
+MANY_EXIT_SETS = ("fashion_cnn8", "fashion_cnn12", "fashion_cnn16")
+"""The shipped networks with many exits (8, 12, 16), a part of :data:`EXIT_LOGIT_SETS`.
+
+Their files also hold each exit head's own cost (``head_costs`` of :func:`load_exit_logits`).
+"""
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts its files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -35,15 +49,19 @@ def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
 
     Parameters
     ----------
-    name : {"fashion_cnn4", "mnist_mlp3", "reviews_minilm6"}
+    name : str, one of :data:`EXIT_LOGIT_SETS`
         ``fashion_cnn4``: a 4-exit CNN on Fashion-MNIST and ``mnist_mlp3``: a 3-exit
         MLP on MNIST, both 10 classes with 10,000 validation and 10,000 test samples;
         ``reviews_minilm6``: the MiniLM-L6 sentence encoder with an exit after each
         of its 6 layers on movie-review snippets, 2 classes (fresh, rotten) with
         4,000 validation and 4,000 test samples. Its later exits are *less*
         accurate than the 5th ("overthinking", Kaya et al., ICML 2019).
+        ``fashion_cnn8``, ``fashion_cnn12``, ``fashion_cnn16`` (:data:`MANY_EXIT_SETS`):
+        plain CNNs with an exit after each of their 8, 12 or 16 convolution blocks on
+        Fashion-MNIST, 10 classes with 4,000 validation and 4,000 test samples (the
+        first rows of ``fashion_cnn4``'s splits).
     cost : {"ms", "flops"}, default="ms"
-        Which measured cumulative cost becomes ``costs``.
+        Which measured cost becomes ``costs`` (and ``head_costs``).
 
     Returns
     -------
@@ -51,9 +69,13 @@ def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
         ``val_logits`` and ``test_logits`` (ndarray of shape (n_samples, n_exits,
         n_classes), float32), ``val_labels`` and ``test_labels`` (ndarray of shape
         (n_samples,), int64), ``costs`` (ndarray of shape (n_exits,): cumulative
-        cost per exit, in milliseconds per sample or in FLOPs per sample), ``meta``
-        (dict: data, splits, architecture, training recipe, per-exit accuracies, how
-        costs were measured). Sizes: see ``name``.
+        cost per exit, in milliseconds per sample or in FLOPs per sample),
+        ``head_costs`` (ndarray of shape (n_exits,), same unit: the cost of exit
+        ``k``'s head alone, included in ``costs[k]``, what dropping that exit saves
+        every sample that passes it; ``None`` for the sets that were built before it
+        was measured: ``fashion_cnn4``, ``mnist_mlp3`` and ``reviews_minilm6``),
+        ``meta`` (dict: data, splits, architecture, training recipe, per-exit
+        accuracies, how costs were measured). Sizes: see ``name``.
 
     Raises
     ------
@@ -64,6 +86,7 @@ def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
     See Also
     --------
     make_exit_logits : Synthetic per-exit logits of any shape.
+    eenet_sklearn.nn.measure_latency, eenet_sklearn.nn.count_flops : How the costs were measured.
 
     Examples
     --------
@@ -76,6 +99,11 @@ def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
     >>> text = load_exit_logits("reviews_minilm6")
     >>> text.val_logits.shape
     (4000, 6, 2)
+    >>> deep = load_exit_logits("fashion_cnn16", cost="flops")
+    >>> deep.val_logits.shape, deep.head_costs.shape
+    ((4000, 16, 10), (16,))
+    >>> bool((deep.head_costs < np.diff(deep.costs, prepend=0.0)).all())  # a head is part of its step
+    True
     """
     if name not in EXIT_LOGIT_SETS:
         raise ValueError(f"name must be one of {EXIT_LOGIT_SETS}, got {name!r}.")
@@ -89,6 +117,7 @@ def load_exit_logits(name: str, cost: str = "ms") -> Bunch:
                 test_logits=archive["test_logits"],
                 test_labels=archive["test_labels"],
                 costs=archive[f"costs_{cost}"],
+                head_costs=archive[f"head_costs_{cost}"] if f"head_costs_{cost}" in archive else None,
                 meta=json.loads(str(archive["meta"])),
             )
 

@@ -12,7 +12,8 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_scalar
 from tqdm.auto import tqdm
 
-from ._features import exit_predictions
+from ._anytime import _check_weight_matrix, anytime_logits
+from ._features import exit_log_proba, exit_predictions
 from ._thresholds import exit_fractions
 from ._validation import (
     check_budget,
@@ -36,13 +37,15 @@ __all__ = [
 
 @overload
 def oracle_accuracy(
-    X, y, costs, budget: float, *, input_type: str = ..., classes=..., return_exits: Literal[False] = ...
+    X, y, costs, budget: float, *, input_type: str = ..., classes=..., return_exits: Literal[False] = ...,
+    weights=...,
 ) -> float: ...
 
 
 @overload
 def oracle_accuracy(
-    X, y, costs, budget: float, *, input_type: str = ..., classes=..., return_exits: Literal[True]
+    X, y, costs, budget: float, *, input_type: str = ..., classes=..., return_exits: Literal[True],
+    weights=...,
 ) -> tuple[float, np.ndarray]: ...
 
 
@@ -55,6 +58,7 @@ def oracle_accuracy(
     input_type: str = "logits",
     classes=None,
     return_exits: bool = False,
+    weights=None,
 ) -> float | tuple[float, np.ndarray]:
     """Accuracy of the best possible exit assignment of ``X`` within an average budget.
 
@@ -67,6 +71,12 @@ def oracle_accuracy(
     exit's cost minus ``costs[0]``) while it lasts, which maximises their number
     (with unit values, the cheapest items first is an optimal knapsack). The samples
     not admitted leave at exit 0.
+
+    The bound is for the predictions a policy can make: each exit's own (the default),
+    or, with ``weights``, those of an anytime ensemble
+    (:class:`~eenet_sklearn.AnytimeEnsemble`), whose exit ``k`` predicts from exits
+    ``0..k``. Neither bound is above the other in general: report each with the
+    policies whose predictions it bounds.
 
     Parameters
     ----------
@@ -83,6 +93,11 @@ def oracle_accuracy(
         Label of each column (default: the sorted distinct labels of ``y``).
     return_exits : bool, default=False
         Also return the exit of every sample.
+    weights : array-like of shape (n_exits, n_exits), default=None
+        Anytime-ensemble weights (an :class:`~eenet_sklearn.AnytimeEnsemble`'s
+        ``weights_``): exit ``k`` then predicts from the ensembled logits
+        ``sum_{j <= k} weights[k, j] * log_softmax(X[:, j])``, and the bound is that of
+        the ensemble's predictions. ``None``: each exit's own predictions.
 
     Returns
     -------
@@ -98,8 +113,9 @@ def oracle_accuracy(
         If ``X`` is not 3-D (or flattened) with one block of outputs per exit,
         ``y`` does not have one label per sample, ``costs`` is not strictly
         increasing and positive, ``budget`` is below ``costs[0]``, ``input_type``
-        is not ``"logits"`` or ``"proba"``, or ``y`` holds a label missing from
-        ``classes``.
+        is not ``"logits"`` or ``"proba"``, ``y`` holds a label missing from
+        ``classes``, or ``weights`` is not a nonnegative lower-triangular
+        ``(n_exits, n_exits)`` array with a positive entry in each row.
 
     See Also
     --------
@@ -115,6 +131,12 @@ def oracle_accuracy(
     0.5
     >>> oracle_accuracy(X, [1, 0], costs=[1.0, 3.0], budget=2.0)
     1.0
+
+    With exit 1 predicting from the mean log-probabilities of exits 0 and 1, sample 1
+    is never right (a tie, the first class wins) and sample 2 always is:
+
+    >>> oracle_accuracy(X, [1, 0], costs=[1.0, 3.0], budget=2.0, weights=[[1, 0], [0.5, 0.5]])
+    0.5
     """
     check_input_type(input_type)
     y = check_target(y, "oracle_accuracy")
@@ -123,7 +145,12 @@ def oracle_accuracy(
     outputs = check_exit_outputs(X, len(costs), input_type=input_type)
     _, columns = encode_labels(y, outputs.shape[0], outputs.shape[2], classes)
     # Predictions as the policies make them (the same function as their fit uses).
-    correct = exit_predictions(outputs, input_type) == columns[:, None]
+    if weights is None:
+        correct = exit_predictions(outputs, input_type) == columns[:, None]
+    else:
+        matrix = _check_weight_matrix(weights, outputs.shape[1])
+        ensembled = anytime_logits(exit_log_proba(outputs, input_type), matrix)
+        correct = exit_predictions(ensembled) == columns[:, None]
     n_samples = correct.shape[0]
 
     solvable = correct.any(axis=1)

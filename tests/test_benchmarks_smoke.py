@@ -65,7 +65,9 @@ def test_early_exit_speed_quick_cnn(tmp_path):
     script = _load_script("early_exit_speed")
     written = script.main(["--quick", "--quiet", "--models", "cnn", "--out-dir", str(tmp_path)])
     assert {path.name for path in written} == {
-        "early_exit_speed_quick.md", "early_exit_speed_quick.csv", "early_exit_speed_quick.png"
+        "early_exit_speed_quick.md",
+        "early_exit_speed_quick.csv",
+        "early_exit_speed_quick.png",
     }
     with (tmp_path / "early_exit_speed_quick.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -126,8 +128,9 @@ def test_drift_quick(tmp_path):
     # Severity 0 leaves an image as it is; the input is never written to.
     images = torch.rand(4, 1, 28, 28)
     kept = images.clone()
-    out = script.corrupt(images, np.array([0.0, 0.0, 1.0, 1.0]), noise=0.1, rotation=30.0,
-                         rng=np.random.default_rng(0))
+    out = script.corrupt(
+        images, np.array([0.0, 0.0, 1.0, 1.0]), noise=0.1, rotation=30.0, rng=np.random.default_rng(0)
+    )
     assert torch.equal(images, kept)
     assert torch.allclose(out[:2], images[:2], atol=1e-5)
     assert not torch.allclose(out[2:], images[2:], atol=1e-2)
@@ -174,7 +177,7 @@ def test_decision_speed_quick(tmp_path):
     assert len(decisions) == len(script.QUICK["shapes"]) * len(script.POLICIES)
     assert all(float(row["decide_us"]) > 0 for row in decisions)
     assert {float(row["ratio_to_maxprob"]) for row in decisions if row["policy"] == "maxprob"} == {1.0}
-    assert {row["policy"] for row in rows if row["section"] == "throughput"} == {"eenet", "maxprob"}
+    assert {row["policy"] for row in rows if row["section"] == "throughput"} == set(script.POLICIES)
     text = md.read_text()
     assert "Command: `python benchmarks/decision_speed.py --quick" in text
     _assert_provenance(text)

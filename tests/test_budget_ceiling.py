@@ -110,12 +110,15 @@ def test_a_tied_block_at_the_top_no_longer_overspends(use_gpu):
 
 
 @pytest.mark.parametrize("use_gpu", USE_GPU)
-def test_the_budget_opens_an_empty_quota_and_takes_a_whole_tied_block(use_gpu):
-    # Costs 1, 4, 5, budget 3 (30 in all), quotas 0 / 0.5 / 0.5 (which would spend 4.5).
-    # Exit 0: m + 4(10 - m) <= 30 needs m >= 4 (10/3 rounded up): the 4 best, samples 0-3.
-    # Exit 1: 4 spent, 6 left, 4 + 4m + 5(6 - m) = 34 - m <= 30 needs m >= 4, where the
-    # quota asks for 1; the scores left are 0.9, 0.8 and a block of three 0.7s, so the
-    # smallest count of at least 4 is 5: 4 + 20 + 5 = 29, a mean of 2.9.
+def test_the_budget_opens_an_empty_quota_for_the_costliest_setting_within_it(use_gpu):
+    # Costs 1, 4, 5, budget 3 (30 in all), quotas 0 / 0.5 / 0.5 (which would spend 4.5):
+    # the bounds are "at least 0 by exit 0, at least 5 by exit 1" (exit 1's 5th and 6th
+    # best scores, 0.7 and 0.1, differ). Exit 0 must admit m with m + 4(10 - m) <= 30,
+    # m >= 4 (10/3 rounded up). With 4 (samples 0-3), exit 1 needs 4 more of the 6 left
+    # (4 + 4m + 5(6 - m) <= 30) and its scores there are 0.9, 0.8 and a block of three
+    # 0.7s: 5 admitted, 4 + 20 + 5 = 29. With 5 at exit 0 (samples 0-4), exit 1 may admit
+    # nobody: 5 + 5 * 5 = 30, the costliest setting within the budget (6 or more at exit 0
+    # spend at most 6 + 4 * 5 = 26).
     scores = np.column_stack(
         [
             np.linspace(0.9, 0.0, 10),
@@ -127,9 +130,9 @@ def test_the_budget_opens_an_empty_quota_and_takes_a_whole_tied_block(use_gpu):
     thresholds, exits = quota_thresholds(
         scores, np.array([0.0, 0.5, 0.5]), costs=costs, budget=3.0, use_gpu=use_gpu
     )
-    assert_array_equal(thresholds, [_mid(scores[4, 0], scores[3, 0]), _mid(0.1, 0.7), -INF])
-    assert_array_equal(exits, [0, 0, 0, 0, 1, 1, 1, 1, 1, 2])
-    assert mean_cost(costs, exits) == pytest.approx(2.9)
+    assert_array_equal(thresholds, [_mid(scores[5, 0], scores[4, 0]), INF, -INF])
+    assert_array_equal(exits, [0, 0, 0, 0, 0, 2, 2, 2, 2, 2])
+    assert mean_cost(costs, exits) == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize("use_gpu", USE_GPU)
@@ -182,9 +185,7 @@ def test_the_ceiling_holds_for_any_ties_quotas_and_budget(use_gpu, decimals):
         if decimals is not None:
             scores = np.round(scores, decimals)
         fractions = rng.dirichlet(np.full(n_exits, 0.5))
-        thresholds, exits = quota_thresholds(
-            scores, fractions, costs=costs, budget=budget, use_gpu=use_gpu
-        )
+        thresholds, exits = quota_thresholds(scores, fractions, costs=costs, budget=budget, use_gpu=use_gpu)
         assert within_budget(mean_cost(costs, exits), budget)
         assert thresholds[-1] == -INF
         assert_array_equal(assign_exits(scores, thresholds), exits)
@@ -199,9 +200,7 @@ def test_without_ties_the_ceiling_only_corrects_rounding():
         costs = np.cumsum(rng.random(n_exits) + 0.01)
         fractions = rng.dirichlet(np.ones(n_exits))
         budget = float(fractions @ costs)
-        _, exits = quota_thresholds(
-            rng.random((n_samples, n_exits)), fractions, costs=costs, budget=budget
-        )
+        _, exits = quota_thresholds(rng.random((n_samples, n_exits)), fractions, costs=costs, budget=budget)
         cost = mean_cost(costs, exits)
         assert within_budget(cost, budget)
         assert cost >= budget - (costs[-1] - costs[0]) / n_samples
@@ -359,6 +358,154 @@ def test_mean_cost_never_falls_as_the_budget_rises(case, policy_class):
     budgets = budget_at_position(costs, np.linspace(0.0, 1.0, 41))
     spent = [fit_quietly(policy_class(costs=costs, budget=b), X, y).expected_cost(X) for b in budgets]
     assert np.all(np.diff(spent) >= -1e-12 * costs[-1]), (case, np.diff(spent).min())
+
+
+# --- the mean cost is monotone in the budget, for every quota rule -----------------------------
+
+
+def quota_policies(make_eenet) -> dict[str, Callable[..., object]]:
+    """Every policy whose thresholds are quotas of an exit score (EENet kept tiny)."""
+    return {
+        "MaxProbPolicy": MaxProbPolicy,
+        "EntropyPolicy": EntropyPolicy,
+        "LearnedScorePolicy": LearnedScorePolicy,
+        "EarlyExitPolicy": lambda **params: make_eenet(max_epochs=1, spend_less=False, **params),
+    }
+
+
+def _integer_scaled(factor: float, dtype: type = np.float64):
+    X, y = integer_case()
+    return (X * factor).astype(dtype), y, COSTS
+
+
+MONOTONE_CASES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+    "integer logits": lambda: (*integer_case(), COSTS),
+    "duplicate rows": lambda: (*duplicate_case(), COSTS),
+    # Saturated: max-probabilities of exactly 1.0 and entropies of 0.0 in float32.
+    "integer logits x20": lambda: _integer_scaled(20.0, np.float32),
+    "integer logits x40 float16": lambda: _integer_scaled(40.0, np.float16),
+    "mnist_mlp3 x40 float16": lambda: shipped_case("mnist_mlp3", 40.0, np.float16, n_rows=1000),
+}
+
+
+def assert_monotone_ceiling(budgets: np.ndarray, spent: list[float], costs: np.ndarray, label) -> None:
+    spent_ = np.asarray(spent)
+    over = spent_ > budgets * (1 + BUDGET_RTOL)
+    assert not over.any(), (label, budgets[over][:3], spent_[over][:3])
+    falls = np.diff(spent_)
+    assert falls.min() >= -1e-12 * costs[-1], (label, int((falls < 0).sum()), falls.min())
+
+
+def test_the_issue_integer_case_no_longer_spends_less_at_a_larger_budget():
+    """600 x 3 x 5 integer logits, 401 budgets, one fit per budget. Before, MaxProbPolicy's
+    cost fell 5 times as the budget rose (by up to 0.79% of the budget) and
+    EntropyPolicy's 7 times (up to 0.84%)."""
+    X, y, costs = load_monotone_case("integer logits")
+    budgets = budget_at_position(costs, np.linspace(0.0, 1.0, 401))
+    for policy_class in (MaxProbPolicy, EntropyPolicy):
+        spent = [fit_quietly(policy_class(costs=costs, budget=b), X, y).expected_cost(X) for b in budgets]
+        assert_monotone_ceiling(budgets, spent, costs, policy_class.__name__)
+        # And the budget is used: within a tied block's worth of it (the largest block of
+        # equal rows here is well under 10% of the samples) at every budget.
+        assert np.all(np.asarray(spent) >= budgets - 0.1 * (costs[-1] - costs[0]))
+
+
+_MONOTONE_LOADED: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def load_monotone_case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if name not in _MONOTONE_LOADED:
+        _MONOTONE_LOADED[name] = MONOTONE_CASES[name]()
+    return _MONOTONE_LOADED[name]
+
+
+@pytest.mark.parametrize("case", list(MONOTONE_CASES))
+@pytest.mark.parametrize(
+    "policy_name", ["MaxProbPolicy", "EntropyPolicy", "LearnedScorePolicy", "EarlyExitPolicy"]
+)
+def test_every_quota_rule_spends_more_as_the_budget_rises_never_past_it(case, policy_name, make_eenet):
+    """The threshold rule alone: the scores of one fit, thresholds re-set by
+    ``recalibrate`` at 121 budgets from the first exit's cost to the last's. (EENet's
+    scorer trains with the budget in its loss, so separate fits at two budgets score the
+    samples differently: there the threshold rule cannot promise anything across fits.)"""
+    X, y, costs = load_monotone_case(case)
+    make = quota_policies(make_eenet)[policy_name]
+    policy = fit_quietly(make(costs=costs, budget=float(budget_at_position(costs, 0.5))), X, y)
+    budgets = budget_at_position(costs, np.linspace(0.0, 1.0, 121))
+    spent = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallFittingSetWarning)
+        for budget in budgets:
+            spent.append(policy.recalibrate(X, budget=budget).expected_cost(X))
+    assert_monotone_ceiling(budgets, spent, costs, (case, policy_name))
+
+
+@pytest.mark.parametrize("with_path", [True, False])
+@pytest.mark.parametrize("family", ["geometric", "tilt"])
+@pytest.mark.parametrize("decimals", [0, 1, None])
+def test_quota_thresholds_cost_is_monotone_in_the_budget(family, decimals, with_path):
+    """Any ties, both quota families the policies use, 50 budgets: the mean cost never
+    falls as the budget rises and never passes it, with the quotas' path (what the
+    policies pass) or without it (the search then keeps the budget itself)."""
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        n_samples, n_exits = int(rng.integers(5, 300)), int(rng.integers(2, 6))
+        costs = np.cumsum(rng.random(n_exits) + 0.05)
+        scores = rng.random((n_samples, n_exits))
+        if decimals is not None:
+            scores = np.round(scores, decimals)
+        log_weights = rng.normal(size=n_exits)
+
+        def quotas(share: float, costs=costs, log_weights=log_weights) -> np.ndarray:
+            # The path, in units of the last exit's cost (as the policies give it).
+            if family == "geometric":
+                return geometric_fractions(costs / costs[-1], share)
+            return tilt_to_budget(log_weights, costs / costs[-1], share)
+
+        budgets = np.linspace(costs[0], costs[-1], 50)
+        spent = []
+        for budget in budgets:
+            thresholds, exits = quota_thresholds(
+                scores,
+                quotas(budget / costs[-1]),
+                costs=costs,
+                budget=budget,
+                quotas=quotas if with_path else None,
+            )
+            assert_array_equal(assign_exits(scores, thresholds), exits)
+            spent.append(mean_cost(costs, exits))
+        assert_monotone_ceiling(budgets, spent, costs, (n_samples, n_exits))
+
+
+def test_without_ties_the_quotas_are_kept_wherever_they_fit_the_budget():
+    """Distinct scores: whenever the rounded quotas spend at most the budget, the ceiling
+    changes nothing (the thresholds without a budget); when their rounding overspends,
+    the cost is the path's last setting within the budget, less than one sample's move
+    from the first exit to the last below it."""
+    rng = np.random.default_rng(12)
+    kept = corrected = 0
+    for _ in range(60):
+        n_samples, n_exits = int(rng.integers(5, 1000)), int(rng.integers(2, 7))
+        costs = np.cumsum(rng.random(n_exits) + 0.01)
+        budget = float(rng.uniform(costs[0], costs[-1]))
+        scores = rng.random((n_samples, n_exits))
+
+        def quotas(share: float, costs=costs) -> np.ndarray:
+            return geometric_fractions(costs / costs[-1], share)
+
+        fractions = quotas(budget / costs[-1])
+        free = quota_thresholds(scores, fractions)
+        capped = quota_thresholds(scores, fractions, costs=costs, budget=budget, quotas=quotas)
+        if within_budget(mean_cost(costs, free[1]), budget):
+            kept += 1
+            for got, expected in zip(capped, free, strict=True):
+                assert_array_equal(got, expected)
+        else:
+            corrected += 1
+            cost = mean_cost(costs, capped[1])
+            assert within_budget(cost, budget)
+            assert cost >= budget - (costs[-1] - costs[0]) / n_samples
+    assert kept > 10 and corrected > 10  # both branches are exercised
 
 
 def test_rules_that_cannot_meet_a_budget_still_warn():

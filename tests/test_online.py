@@ -1,5 +1,6 @@
-"""The online budget controller: the fitted policy's decisions at offset 0, the running mean
-cost held on any sequence of batches, the drift signal, misuse, and early-exit inference."""
+"""The online budget controller: the fitted policy's decisions on the first batch, each exit
+held to its quota, the running mean cost held on any sequence of batches, the drift signal,
+misuse, and early-exit inference."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import Bunch
 
@@ -26,9 +27,6 @@ from eenet_sklearn.datasets import load_mnist
 from eenet_sklearn.metrics import budget_at_position
 from eenet_sklearn.nn import MultiExitClassifier, early_exit_predict, multi_exit_cnn
 from eenet_sklearn.online import BudgetController, DriftWarning
-
-#: Bound of the "logit" score scale (the logit of 1 - 1e-12).
-LOGIT_BOUND = 27.631021115928547
 
 
 @pytest.fixture(scope="module")
@@ -63,49 +61,76 @@ def _run(controller: BudgetController, stream: np.ndarray, batch_size: int) -> n
     )
 
 
-# --- offset 0: the fitted policy's decisions -------------------------------------------------
+# --- the first batch: the fitted policy's decisions; then each exit's quota --------------------
 
 
 @pytest.mark.parametrize("name", ["maxprob", "entropy", "learned", "eenet"])
-def test_at_offset_zero_the_controller_decides_as_the_policy(name, fashion, policies) -> None:
+def test_the_first_batch_is_decided_as_the_policy_decides(name, fashion, policies) -> None:
     policy = policies[name]
     thresholds = policy.thresholds_.copy()
     X = fashion.X_test[:3000]
     controller = BudgetController(policy)
-    assert controller.offset_ == 0.0 and controller.budget_ == policy.target_cost_
+    assert np.all(controller.offsets_ == 0.0) and controller.budget_ == policy.target_cost_
     assert_array_equal(controller.thresholds_, policy.thresholds_)
     labels, exits = controller.predict(X.reshape(3000, -1), return_exits=True)  # flattened works too
     assert_array_equal(exits, policy.predict_exit(X))
     assert_array_equal(labels, policy.predict(X))
     assert controller.n_samples_seen_ == 3000
     assert controller.mean_cost_ == pytest.approx(policy.expected_cost(X), rel=1e-12)
-    # The offset has moved; labels stay those the policy gives at each sample's new exit.
-    assert controller.offset_ != 0.0
-    labels, exits = controller.predict(X, return_exits=True)
-    moved = exits != policy.predict_exit(X)
-    assert moved.any()
+    # The thresholds are now the recent scores' quantiles; labels stay those the policy
+    # gives at each sample's new exit.
+    assert not np.array_equal(controller.thresholds_, policy.thresholds_)
+    labels, exits = controller.predict(0.5 * X, return_exits=True)
+    assert not np.array_equal(exits, policy.predict_exit(0.5 * X))
     for k in range(4):
         rows = np.flatnonzero(exits == k)
-        expected = policy.classes_[policy.decide_at_exit(X[rows, : k + 1])[1].argmax(axis=1)]
+        expected = policy.classes_[policy.decide_at_exit(0.5 * X[rows, : k + 1])[1].argmax(axis=1)]
         assert_array_equal(labels[rows], expected)
     assert_array_equal(policy.thresholds_, thresholds)  # the policy is never modified
 
 
-def test_the_offset_shifts_thresholds_monotonically(fashion, policies) -> None:
+def test_a_larger_offset_lets_more_samples_out(fashion, policies) -> None:
     for policy in policies.values():
         controller = BudgetController(policy)
-        controller.predict_exit(fashion.X_test[:500])  # the range of the scores, seen
-        controller.offset_ = 0.0
-        previous = controller.thresholds_
-        for offset in [0.01, 0.5, 3.0, 2 * LOGIT_BOUND + 1e-6, 1e6]:
-            controller.offset_ = offset
+        controller.predict_exit(fashion.X_test[:1000])  # fills every exit's window
+        previous = None
+        for offset in [-2.0, -0.5, -0.1, 0.0, 0.1, 0.5, 2.0]:
+            controller.offsets_[:-1] = offset
             shifted = controller.thresholds_
-            assert np.all(shifted[:-1] <= previous[:-1]) and shifted[-1] == -np.inf
+            assert shifted[-1] == -np.inf
+            if previous is not None:
+                assert np.all(shifted[:-1] <= previous[:-1])
             previous = shifted
         # Far enough, every sample leaves at exit 0, or runs to the last exit.
         assert np.all(controller.thresholds_[:-1] == -np.inf)
-        controller.offset_ = -1e6
+        controller.offsets_[:-1] = -2.0
         assert np.all(controller.thresholds_[:-1] == np.inf)
+
+
+@pytest.mark.parametrize("name", ["maxprob", "eenet"])
+def test_each_exit_is_held_to_its_quota_when_drift_hits_one_exit(name, fashion, policies) -> None:
+    # Only exit 1 turns less confident: with one offset for all exits the other exits
+    # would make up for it; held per exit, the exits take the quotas the policy was
+    # fitted for (its exit fractions on the fitting data).
+    policy = policies[name]
+    controller = BudgetController(policy)
+    assert controller.quotas_ @ fashion.costs == pytest.approx(policy.target_cost_, rel=1e-9)
+    assert_allclose(controller.quotas_, policy.exit_fractions_, atol=2e-3)
+    stream = _stream(fashion.X_test, np.ones(20_000))
+    stream[:, 1] *= np.float32(0.2)
+    assert abs(np.mean(policy.predict_exit(stream) == 1) - controller.quotas_[1]) > 0.1
+    exits = _run(controller, stream, batch_size=100)
+    shares = np.bincount(exits[5000:], minlength=4) / 15_000
+    assert_allclose(shares, controller.quotas_, atol=0.02)
+
+
+def test_no_decision_depends_on_the_other_rows_of_its_batch(fashion, policies) -> None:
+    controller = BudgetController(policies["eenet"])
+    _run(controller, 0.5 * fashion.X_test[:2000], batch_size=100)
+    batch = fashion.X_test[2000:2400]
+    alone = [pickle.loads(pickle.dumps(controller)).predict_exit(batch[i : i + 1]) for i in range(0, 400, 37)]
+    together = controller.predict_exit(batch)
+    assert_array_equal(np.concatenate(alone), together[::37])
 
 
 # --- the running mean cost --------------------------------------------------------------------
@@ -127,33 +152,40 @@ def _scales(kind: str, n: int) -> np.ndarray:
 def test_the_running_mean_cost_converges_to_the_budget(name, kind, fashion, policies) -> None:
     policy = policies[name]
     stream = _stream(fashion.X_test, _scales(kind, 30_000))
-    controller = BudgetController(policy, step_size=0.01)
+    controller = BudgetController(policy, step_size=0.002)
     exits = _run(controller, stream, batch_size=128)
     costs = fashion.costs[exits]
     assert controller.mean_cost_ == pytest.approx(costs.mean(), rel=1e-12)
     assert abs(controller.mean_cost_ / fashion.budget - 1) <= 0.02
-    # The identity behind the guarantee: the offset is the step times the summed excess.
-    span = fashion.costs[-1] - fashion.costs[0]
-    assert controller.mean_cost_ - fashion.budget == pytest.approx(
-        span * controller.offset_ / (0.01 * 30_000), rel=1e-9, abs=1e-12
+    # The identities behind the guarantee: per exit, the offset is the step times the
+    # samples that should have left there and did not; and the mean cost follows.
+    quotas = controller.quotas_
+    share = quotas / np.cumsum(quotas[::-1])[::-1]
+    left = np.bincount(exits, minlength=4)
+    reached = np.cumsum(left[::-1])[::-1]
+    assert_allclose(controller.offsets_, 0.002 * (share * reached - left), rtol=1e-9, atol=1e-9)
+    steps = np.diff(fashion.costs)
+    weights = [sum(steps[m - 1] * np.prod(1 - share[k + 1 : m]) for m in range(k + 1, 4)) for k in range(4)]
+    assert controller.mean_cost_ - quotas @ fashion.costs == pytest.approx(
+        np.dot(weights, controller.offsets_) / (0.002 * 30_000), rel=1e-9, abs=1e-12
     )
     if kind != "alternating":  # after a burn-in, every 5000-sample window is near the budget
         windows = np.convolve(costs, np.ones(5000) / 5000, mode="valid")[12_000:]
         assert 0.95 <= windows.min() / fashion.budget and windows.max() / fashion.budget <= 1.05
 
 
-def test_an_adversary_that_sees_the_offset_cannot_move_the_running_mean(fashion, policies) -> None:
-    # Each batch is the worst for the current offset: hard traffic while the thresholds are
-    # lowered (it leaves too early... and stays deep), easy traffic while they are raised.
-    controller = BudgetController(policies["eenet"], step_size=0.02)
+def test_an_adversary_that_sees_the_offsets_cannot_move_the_running_mean(fashion, policies) -> None:
+    # Each batch is the worst for the current offsets: hard traffic while they let more
+    # samples out (it runs deep), easy traffic while they keep them in.
+    controller = BudgetController(policies["eenet"], step_size=0.01)
     rng = np.random.default_rng(1)
     for n in range(400):
-        scale = 0.2 if controller.offset_ >= 0 else 5.0
+        scale = 0.2 if controller.offsets_.sum() >= 0 else 5.0
         rows = rng.integers(0, 10_000, 64)
         controller.predict_exit(fashion.X_test[rows] * np.float32(scale))
         if n == 399:
             assert abs(controller.mean_cost_ / fashion.budget - 1) <= 0.01
-    assert abs(controller.offset_) <= 2 * LOGIT_BOUND + 0.02 * 64
+    assert np.all(np.abs(controller.offsets_) <= 1 + 0.01 * (100 + 2 * 64))
 
 
 def test_identical_samples_are_held_to_the_budget_in_the_long_run(fashion, policies) -> None:
@@ -170,7 +202,7 @@ def test_identical_samples_are_held_to_the_budget_in_the_long_run(fashion, polic
 @pytest.mark.parametrize("budget_position", [0.0, 0.15, 0.9, 1.0])
 def test_any_budget_within_the_costs_is_held(budget_position, fashion, policies) -> None:
     budget = float(budget_at_position(fashion.costs, budget_position))
-    controller = BudgetController(policies["entropy"], budget, step_size=0.02)
+    controller = BudgetController(policies["entropy"], budget)
     _run(controller, _stream(fashion.X_test, np.ones(20_000)), batch_size=100)
     assert controller.budget_ == budget
     assert abs(controller.mean_cost_ / budget - 1) <= 0.02
@@ -247,6 +279,8 @@ def test_the_controller_needs_a_fitted_quota_policy(fashion) -> None:
         ({"step_size": -0.1}, ValueError, "step_size == -0.1, must be > 0"),
         ({"step_size": float("inf")}, ValueError, "step_size must be finite"),
         ({"step_size": "fast"}, TypeError, "step_size must be an instance of"),
+        ({"window": 0}, ValueError, "window == 0, must be >= 1"),
+        ({"window": 10.5}, TypeError, "window must be an instance of"),
         ({"drift_window": 0}, ValueError, "drift_window == 0, must be >= 1"),
         ({"drift_alpha": 1.0}, ValueError, "drift_alpha == 1.0, must be < 1"),
         ({"warn_on_drift": "yes"}, TypeError, "warn_on_drift must be True or False"),
@@ -267,18 +301,22 @@ def test_bad_batches_and_exits_are_refused(fashion, policies) -> None:
         controller.update([0, 4])
     with pytest.raises(TypeError, match=r"exits must be .*got floats"):
         controller.update([0.0, 1.0])
-    assert controller.n_samples_seen_ == 0 and controller.offset_ == 0.0
-    assert repr(controller) == "BudgetController(policy=MaxProbPolicy(...), budget=0.292832, step_size=0.01)"
+    assert controller.n_samples_seen_ == 0 and np.all(controller.offsets_ == 0.0)
+    assert repr(controller) == (
+        "BudgetController(policy=MaxProbPolicy(...), budget=0.292832, step_size=0.002, window=1000)"
+    )
 
 
 def test_a_controller_pickles_with_its_state(fashion, policies) -> None:
     controller = BudgetController(policies["learned"], drift_window=200)
     _run(controller, 0.3 * fashion.X_test[:1000], 100)
     restored = pickle.loads(pickle.dumps(controller))
-    assert restored.offset_ == controller.offset_ and restored.drift_pvalue_ == controller.drift_pvalue_
+    assert_array_equal(restored.offsets_, controller.offsets_)
+    assert restored.drift_pvalue_ == controller.drift_pvalue_
+    assert_array_equal(restored.thresholds_, controller.thresholds_)
     batch = 0.3 * fashion.X_test[1000:1100]
     assert_array_equal(restored.predict_exit(batch), controller.predict_exit(batch))
-    assert restored.offset_ == controller.offset_
+    assert_array_equal(restored.offsets_, controller.offsets_)
 
 
 # --- early-exit inference --------------------------------------------------------------------------
@@ -310,16 +348,18 @@ def test_early_exit_inference_runs_the_controller_batch_by_batch(digits_network)
     # Noisy digits: harder than the fitting data, so the fitted thresholds overspend.
     X = np.clip(X + np.random.default_rng(0).normal(0.0, 0.5, X.shape), 0, 1).astype(np.float32)
     logits = net.transform(X)
-    controller = BudgetController(policy, step_size=0.02, drift_window=300)
+    controller = BudgetController(policy, window=300, drift_window=300)
     result = early_exit_predict(net, controller, X, batch_size=50)
     # The same batches through predict_exit on the full logits: the same decisions (up to
     # convolution rounding for the smaller batches of early exit), the same learning.
-    reference = BudgetController(policy, step_size=0.02, drift_window=300)
+    reference = BudgetController(policy, window=300, drift_window=300)
     expected = _run(reference, logits, 50)
     assert np.mean(result.exits == expected) >= 0.98
     assert controller.n_samples_seen_ == 1200
     assert controller.mean_cost_ == pytest.approx(digits_network.costs[result.exits].mean(), rel=1e-12)
-    assert controller.offset_ == pytest.approx(reference.offset_, abs=0.05)
+    assert_allclose(controller.offsets_, reference.offsets_, atol=0.01)
+    # Each exit's window holds the scores of the samples that reached it, as with full logits.
+    assert_allclose(controller.thresholds_, reference.thresholds_, atol=0.02)
     static = policy.expected_cost(logits)
     assert abs(controller.mean_cost_ / 1.6 - 1) < abs(static / 1.6 - 1)
     # The drift test ran on the batches' exits (those it could tell from the exits computed).

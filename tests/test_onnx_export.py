@@ -26,7 +26,7 @@ from eenet_sklearn import (
     PatiencePolicy,
     export_onnx,
 )
-from eenet_sklearn.datasets import EXIT_LOGIT_SETS, load_exit_logits
+from eenet_sklearn.datasets import EXIT_LOGIT_SETS, MANY_EXIT_SETS, load_exit_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -96,7 +96,8 @@ def _policies(costs: np.ndarray) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("name", EXIT_LOGIT_SETS)
+# The many-exit sets would add about a minute of CPU; their graphs are the same per-exit graphs.
+@pytest.mark.parametrize("name", [name for name in EXIT_LOGIT_SETS if name not in MANY_EXIT_SETS])
 def test_graphs_decide_as_the_policy_on_the_shipped_sets(name, tmp_path):
     data = load_exit_logits(name)
     for key, policy in _policies(data.costs).items():
@@ -121,8 +122,12 @@ def _proba_with_zeros(logits: np.ndarray) -> np.ndarray:
         PatiencePolicy(input_type="proba"),
         LearnedScorePolicy(confidence=("margin", "entropy"), input_type="proba"),
         EarlyExitPolicy(
-            confidence=("margin", "max_prob", "entropy"), class_scores=False, input_type="proba",
-            max_epochs=4, random_state=0, device="cpu",
+            confidence=("margin", "max_prob", "entropy"),
+            class_scores=False,
+            input_type="proba",
+            max_epochs=4,
+            random_state=0,
+            device="cpu",
         ),
     ],
     ids=lambda policy: type(policy).__name__,
@@ -228,7 +233,11 @@ def _run_blocked(code: str, blocked: tuple[str, ...], cwd: Path) -> subprocess.C
     )
     return subprocess.run(
         [sys.executable, "-c", blocker + textwrap.dedent(code)],
-        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -25,6 +25,7 @@ def _mid(below: float, lowest: float) -> float:
     lowest admitted, so that no fitting sample sits on it."""
     return below / 2 + lowest / 2
 
+
 # 10 samples, 3 exits. Exit 0 ranks samples 0, 2, 4 first; among the samples left
 # (1, 3, 5, 6, 7, 8, 9) exit 1 ranks 3, 6, 8 first. Sample 4 has the best exit-1 score
 # of all but has already left at exit 0, so it must not set exit 1's threshold.
@@ -298,3 +299,47 @@ def test_tilt_falls_back_to_an_end_exit_when_the_weighted_exits_cannot_meet_the_
     fractions = tilt_to_budget(np.array([-INF, 0.0, 0.0]), costs, 2.5)
     assert fractions[0] == 0.0
     assert fractions @ costs == pytest.approx(2.5, abs=1e-9)
+
+
+# --- with a budget: the quotas' path ------------------------------------------------------------
+
+
+def _first_or_last(cost: float) -> np.ndarray:
+    """Quotas that mix the first and last of costs 1, 2, 3: expected cost ``cost``, and
+    the share leaving at exit 0, ``(3 - cost) / 2``, falls as the cost rises."""
+    return np.array([(3.0 - cost) / 2, 0.0, (cost - 1.0) / 2])
+
+
+def _first_or_last_path(share: float) -> np.ndarray:
+    """:func:`_first_or_last` as ``quota_thresholds`` takes it: the mean cost in units
+    of the last exit's (3)."""
+    return _first_or_last(3.0 * share)
+
+
+@pytest.mark.parametrize("use_gpu", USE_GPU)
+def test_rounded_quotas_that_overspend_fall_back_along_their_path(use_gpu):
+    # 10 samples, costs 1, 2, 3, budget 1.95 (19.5 in all). The quotas are 0.525 / 0 /
+    # 0.475: 5.25 samples by exit 0 round to 5, which spend 5 + 5 * 3 = 20 > 19.5.
+    costs = np.array([1.0, 2.0, 3.0])
+    scores = np.column_stack([np.linspace(0.9, 0.0, 10), np.linspace(0.0, 0.9, 10), np.zeros(10)])
+    fractions = _first_or_last(1.95)
+    # Along the path, the last mean cost within the budget rounds 6 samples to exit 0
+    # (from 10 * (3 - b) / 2 >= 5.5, b <= 1.9): 6 + 4 * 3 = 18, the 6 best at exit 0.
+    thresholds, exits = quota_thresholds(
+        scores, fractions, costs=costs, budget=1.95, quotas=_first_or_last_path, use_gpu=use_gpu
+    )
+    np.testing.assert_array_equal(thresholds, [_mid(0.3, 0.4), INF, -INF])
+    np.testing.assert_array_equal(exits, [0] * 6 + [2] * 4)
+    # Without the path, the costliest setting with at least 5 by exits 0 and 1 that fits:
+    # 5 at exit 0, and 1 at exit 1 (sample 9, the best left there): 5 + 2 + 12 = 19.
+    thresholds, exits = quota_thresholds(scores, fractions, costs=costs, budget=1.95, use_gpu=use_gpu)
+    np.testing.assert_array_equal(thresholds, [_mid(0.4, 0.5), _mid(0.8, 0.9), -INF])
+    np.testing.assert_array_equal(exits, [0] * 5 + [2, 2, 2, 2, 1])
+    # Quotas that fit the budget are kept as they are, path or not (budget 2.05: 5 by
+    # exit 0 again, 5 + 5 * 3 = 20 <= 20.5).
+    for quotas in (_first_or_last_path, None):
+        thresholds, exits = quota_thresholds(
+            scores, _first_or_last(2.05), costs=costs, budget=2.05, quotas=quotas, use_gpu=use_gpu
+        )
+        np.testing.assert_array_equal(thresholds, [_mid(0.4, 0.5), INF, -INF])
+        np.testing.assert_array_equal(exits, [0] * 5 + [2] * 5)

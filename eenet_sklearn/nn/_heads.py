@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -32,15 +33,41 @@ class PoolLinearHead(nn.Module):
     hidden_size : int, default=None
         Width of one hidden ReLU layer; ``None`` for a single linear layer.
     dropout : float, default=0.0
+    pool_size : int, default=1
+        ``1``: global average pooling (any spatial dimensions). ``p > 1``: adaptive
+        average pooling of 2-D maps ``(n_samples, channels, height, width)`` to a
+        ``p x p`` grid, flattened, so the classifier reads ``in_channels * p * p``
+        features and keeps a coarse layout (a narrow early stage with global pooling
+        alone leaves its exit nearly blind).
+
+    Raises
+    ------
+    ValueError
+        If ``pool_size`` is not a positive integer.
     """
 
     def __init__(
-        self, in_channels: int, n_classes: int, hidden_size: int | None = None, dropout: float = 0.0
+        self,
+        in_channels: int,
+        n_classes: int,
+        hidden_size: int | None = None,
+        dropout: float = 0.0,
+        pool_size: int = 1,
     ):
         super().__init__()
-        self.classifier = _classifier(in_channels, n_classes, hidden_size, dropout)
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}.")
+        self.pool_size = pool_size
+        self.classifier = _classifier(in_channels * pool_size**2, n_classes, hidden_size, dropout)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.pool_size > 1:
+            if features.dim() != 4:
+                raise ValueError(
+                    f"PoolLinearHead(pool_size={self.pool_size}) reads 2-D feature maps "
+                    f"(n_samples, channels, height, width), got shape {tuple(features.shape)}."
+                )
+            return self.classifier(F.adaptive_avg_pool2d(features, self.pool_size).flatten(1))
         pooled = features.flatten(2).mean(dim=2) if features.dim() > 2 else features
         return self.classifier(pooled)
 

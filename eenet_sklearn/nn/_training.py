@@ -74,6 +74,14 @@ def last_exit_proba(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits[:, -1], dim=-1)
 
 
+class _Interrupted(BaseException):
+    """A ``KeyboardInterrupt`` carried through skorch's ``partial_fit``, which catches those."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
 class MultiExitClassifier(NeuralNetClassifier):
     """Train a :class:`~eenet_sklearn.nn.MultiExitNetwork`'s exits jointly, with skorch.
 
@@ -158,11 +166,27 @@ class MultiExitClassifier(NeuralNetClassifier):
         TypeError, ValueError
             If ``X`` (an array or tensor) does not fit the first layer of the
             network's first stage, in dtype or shape: checked before training.
+        KeyboardInterrupt
+            On Ctrl-C during training, which skorch's own ``partial_fit`` would swallow
+            (returning a half-trained net): the training is aborted instead.
         """
         if not self.initialized_:
             self.initialize()
         check_first_stage_input(self.module_, X)
-        return super().partial_fit(X, y, classes, **fit_params)
+        try:
+            return super().partial_fit(X, y, classes, **fit_params)
+        except _Interrupted as interrupted:
+            # skorch's partial_fit (which fit calls) catches KeyboardInterrupt and returns a
+            # half-trained net: Ctrl-C aborts the training instead, as EarlyExitPolicy's
+            # fit does. fit_loop hands it through skorch wrapped, unwrapped here.
+            raise interrupted.interrupt from None
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's training loop; a ``KeyboardInterrupt`` in it aborts :meth:`partial_fit`."""
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as interrupt:
+            raise _Interrupted(interrupt) from interrupt
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         """Train the network on ``X``, then return all exits' logits on the same rows.
