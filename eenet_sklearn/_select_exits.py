@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterable
 from itertools import combinations
 from math import comb
 from numbers import Integral, Real
@@ -26,7 +25,7 @@ from ._baselines import MaxProbPolicy
 from ._features import exit_predictions
 from ._validation import (
     as_real_array,
-    check_budget,
+    check_budgets,
     check_costs,
     check_exit_outputs,
     check_input_type,
@@ -161,13 +160,7 @@ def _subset_costs(costs: np.ndarray, heads: np.ndarray, kept: np.ndarray) -> np.
 def _check_budgets(budgets: object, costs: np.ndarray) -> np.ndarray:
     if budgets is None:
         return np.asarray(budget_at_position(costs, _DEFAULT_POSITIONS))
-    try:
-        flat = isinstance(budgets, Iterable) and np.ndim(budgets) == 1  # type: ignore[arg-type]
-    except ValueError:  # ragged
-        flat = False
-    if not flat or not isinstance(budgets, Iterable) or isinstance(budgets, (str, bytes)):
-        raise TypeError(f"budgets must be a sequence of numbers, got {describe(budgets)}.")
-    values = np.array([check_budget(budget, costs, "budgets") for budget in budgets])
+    values = np.array(check_budgets(budgets, costs))
     if values.size == 0:
         raise ValueError("budgets must hold at least one budget, got an empty sequence.")
     return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Iterable
 from numbers import Integral, Real
 from typing import Any
 
@@ -169,6 +170,13 @@ def check_budget(budget: object, costs: np.ndarray, name: str = "budget") -> flo
             f"{format_number(costs[0])}: no policy can meet it."
         )
     return budget
+
+
+def check_budgets(budgets: object, costs: np.ndarray, name: str = "budgets") -> list[float]:
+    """Validate a sequence of budgets, each as :func:`check_budget` does; a list of floats."""
+    if not isinstance(budgets, Iterable) or isinstance(budgets, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {describe(budgets)}.")
+    return [check_budget(budget, costs, name) for budget in budgets]
 
 
 def check_input_type(input_type: object) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Literal, overload
 
@@ -17,12 +17,12 @@ from ._features import exit_log_proba, exit_predictions
 from ._thresholds import exit_fractions
 from ._validation import (
     check_budget,
+    check_budgets,
     check_costs,
     check_exit_outputs,
     check_input_type,
     check_positions,
     check_target,
-    describe,
     encode_labels,
 )
 
@@ -332,9 +332,7 @@ def budget_curve(
     if as_frame not in (True, False, "auto"):
         raise ValueError(f'as_frame must be True, False or "auto", got {as_frame!r}.')
     costs = check_costs(costs)
-    if not isinstance(budgets, Iterable) or isinstance(budgets, (str, bytes)):
-        raise TypeError(f"budgets must be a sequence of numbers, got {describe(budgets)}.")
-    budgets = [check_budget(budget, costs, "budgets") for budget in budgets]
+    budgets = check_budgets(budgets, costs)
     input_type = _shared_param(policies, "input_type", input_type, "logits")
     classes = _shared_param(policies, "classes", classes, None)
     # Checked here too, so that errors name the argument (X_eval, not the X of a fit).
