@@ -476,18 +476,23 @@ def setup_lines(info: dict, args: argparse.Namespace, settings: dict) -> list[st
     ]
 
 
-def write_results(rows: list[dict], curves: dict, info: dict, args: argparse.Namespace, settings: dict,
-                  out_dir: Path, stem: str, provenance: Provenance) -> list[Path]:
-    """The table as csv and markdown (with the provenance, the setup and the findings), and the plot."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "png"))
-    with csv_path.open("w", newline="") as handle:
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """The rows as csv, floats rounded to 4 decimals."""
+    with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(
             {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
             for row in rows
         )
+
+
+def write_results(rows: list[dict], curves: dict, info: dict, args: argparse.Namespace, settings: dict,
+                  out_dir: Path, stem: str, provenance: Provenance) -> list[Path]:
+    """The table as csv and markdown (with the provenance, the setup and the findings), and the plot."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "png"))
+    write_csv(csv_path, rows)
     lines = [
         "# Budgets under drift: static, recalibrated and controlled policies",
         "",
@@ -609,13 +614,7 @@ def write_scaled(
     """The ``--scaled-logits`` table, as csv and markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(
-            {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
-            for row in rows
-        )
+    write_csv(csv_path, rows)
     window, burn_in = settings["window"], settings["burn_in"]
     lines = [
         "# The online controller on shipped logits made harder or easier",
