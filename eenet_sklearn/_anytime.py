@@ -65,7 +65,6 @@ SUMS = "ensemble_sums"
 #: Log-probabilities are floored here (the log of the smallest normal float64, -708.4):
 #: a probability of 0 counts as 2.2e-308, so that a zero weight times it is 0, not NaN.
 LOG_FLOOR = float(np.log(np.finfo(np.float64).tiny))
-_WEIGHT_WORDS = ("fit", "uniform")
 
 
 def uniform_anytime_weights(n_exits: int) -> np.ndarray:
