@@ -10,9 +10,11 @@ Measures, as medians (with min and max) of ``--repeats`` runs (default 5):
   (``MaxProbPolicy``) decision, and, as the reference, ``decide_at_exit``, which
   re-scores exits ``0..k`` at every exit ``k`` (what early-exit inference called before
   the decider);
-- ``predict_exit`` throughput (samples/s) of ``EarlyExitPolicy`` and ``MaxProbPolicy``
-  on 10^6 samples (K = 4, C = 10) with the default BLAS and OpenMP threads, while
-  another process keeps one core busy (``--no-contention`` to skip it).
+- ``predict_exit`` throughput (samples/s) of every policy on 10^6 samples (K = 4,
+  C = 10) with the default BLAS and OpenMP threads (prediction then runs its row blocks
+  on as many threads as BLAS may use), while another process keeps one core busy
+  (``--no-contention`` to skip it); side by side, the same calls on one thread
+  (``threadpoolctl.threadpool_limits(1)``), the reference.
 
 Logits come from :func:`eenet_sklearn.datasets.make_exit_logits`; the policies are
 fitted on ``--fit-samples`` of them (prediction does the same work whatever the
@@ -34,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 from _provenance import Provenance
 
 from eenet_sklearn._registry import make_policy
@@ -134,10 +137,10 @@ def bench_decisions(config: dict, repeats: int, seed: int, log) -> list[dict]:
 def bench_throughput(config: dict, repeats: int, seed: int, contention: bool, log) -> list[dict]:
     """``predict_exit`` samples/s of every policy at K=4, C=10, side by side in one run.
 
-    Runs alternate between the policies (one run of each, ``repeats`` times), so that a
-    change in the machine's load falls on all of them alike. Wall-clock rates (the
-    criterion), and rates per second of this process's CPU time (less sensitive to other
-    processes taking the CPUs; prediction runs on one thread).
+    Runs alternate between the policies and between the default threads and one thread
+    (one run of each, ``repeats`` times), so that a change in the machine's load falls on
+    all of them alike. Wall-clock rates (the criterion), and, on one thread, rates per
+    second of this process's CPU time (less sensitive to other processes taking the CPUs).
     """
     policies = fitted_policies(4, 10, config["fit_samples"], seed)
     X, _ = make_exit_logits(config["throughput_samples"], 4, 10, random_state=seed + 2)
@@ -146,15 +149,20 @@ def bench_throughput(config: dict, repeats: int, seed: int, contention: bool, lo
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         wall: dict[str, list[float]] = {name: [] for name in POLICIES}
+        single: dict[str, list[float]] = {name: [] for name in POLICIES}
         cpu: dict[str, list[float]] = {name: [] for name in POLICIES}
         for policy in policies.values():
-            policy.predict_exit(X[:5000])  # warm-up: imports, thread pools
+            policy.predict_exit(X[:50000])  # warm-up: imports, thread pools
         for _ in range(repeats):
             for name in POLICIES:
-                start, start_cpu = time.perf_counter(), time.process_time()
+                start = time.perf_counter()
                 policies[name].predict_exit(X)
                 wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+                with threadpoolctl.threadpool_limits(1):
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    policies[name].predict_exit(X)
+                    single[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
     finally:
         if busy is not None:
             busy.kill()
@@ -170,6 +178,7 @@ def bench_throughput(config: dict, repeats: int, seed: int, contention: bool, lo
                 "samples_per_s": float(np.median(rates)),
                 "samples_per_s_min": float(np.min(rates)),
                 "samples_per_s_max": float(np.max(rates)),
+                "one_thread_samples_per_s": float(np.median([len(X) / s for s in single[name]])),
                 "samples_per_cpu_s": float(np.median([len(X) / s for s in cpu[name]])),
             }
         )
@@ -203,18 +212,22 @@ def markdown(provenance: Provenance, decisions: list[dict], throughput: list[dic
             "",
             f"## `predict_exit` throughput, K=4, C=10, {throughput[0]['n_samples']:,} samples, {busy}",
             "",
-            "Float32 logits; default BLAS and OpenMP threads (prediction limits them to one "
-            f"itself); median of {repeats} runs (min-max) of wall-clock time, the policies "
-            "alternating in one run. `per CPU s`: samples per second of the process's CPU "
+            "Float32 logits; default BLAS and OpenMP threads: prediction runs its row blocks on "
+            "as many threads as BLAS may use, each with BLAS limited to one thread. Median of "
+            f"{repeats} runs (min-max) of wall-clock time, the policies alternating in one run. "
+            "`one thread`: the same call under `threadpoolctl.threadpool_limits(1)`, run right "
+            "after each default one; `per CPU s`: its samples per second of the process's CPU "
             "time, which other processes taking the CPUs disturb less.",
             "",
-            "| policy | M samples/s | min-max | M samples per CPU s |",
-            "|---|---|---|---|",
+            "| policy | M samples/s | min-max | one thread | threads' gain | M samples per CPU s |",
+            "|---|---|---|---|---|---|",
         ]
         for r in throughput:
             lines.append(
                 f"| {r['policy']} | {r['samples_per_s'] / 1e6:.2f} | "
                 f"{r['samples_per_s_min'] / 1e6:.2f}-{r['samples_per_s_max'] / 1e6:.2f} | "
+                f"{r['one_thread_samples_per_s'] / 1e6:.2f} | "
+                f"{r['samples_per_s'] / r['one_thread_samples_per_s']:.2f}x | "
                 f"{r['samples_per_cpu_s'] / 1e6:.2f} |"
             )
     eenet = [r for r in decisions if r["policy"] == "eenet"]
@@ -231,8 +244,8 @@ def markdown(provenance: Provenance, decisions: list[dict], throughput: list[dic
         ratio = rate / next(r["samples_per_s"] for r in throughput if r["policy"] == "maxprob")
         lines.append(
             f"- `EarlyExitPolicy.predict_exit`: {rate / 1e6:.2f} M samples/s, {ratio:.2f}x the MSDNet "
-            "rule's (target 1.5 M on 2 cores with one kept busy; the machine was shared with other "
-            "sessions, see the load average above)."
+            "rule's (target 1.5 M on 2 cores with one kept busy; see the load average above for "
+            "other processes sharing the machine)."
         )
     return "\n".join(lines) + "\n"
 

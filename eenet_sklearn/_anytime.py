@@ -45,7 +45,7 @@ from scipy.optimize import minimize
 from sklearn.base import MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._features import exit_log_proba
+from ._features import exit_log_proba, exit_log_proba_and_proba, exit_predictions, exit_proba
 from ._validation import (
     as_real_array,
     check_costs,
@@ -488,7 +488,7 @@ class AnytimeEnsemble(MetaEstimatorMixin, BaseExitPolicy):
     def _exit_predictions(self, outputs: np.ndarray) -> np.ndarray:
         # What the ensemble serves at each exit, so risk control certifies it.
         log_proba = exit_log_proba(outputs, self.input_type)
-        return anytime_logits(log_proba, self.weights_).argmax(axis=2)
+        return exit_predictions(anytime_logits(log_proba, self.weights_), "logits")
 
     def recalibrate(self, X, budget=None):
         """Re-set the wrapped policy's thresholds from unlabeled outputs, keeping the weights.
@@ -560,12 +560,16 @@ class AnytimeEnsemble(MetaEstimatorMixin, BaseExitPolicy):
     def _exit_step(self, k, log_proba, proba, state, weights):
         matrix, inner_weights, inner_names, reads_proba = weights
         sums = _step_sums(state[SUMS], matrix, k, log_proba)
-        ensembled = exit_log_proba(sums[:, k], "logits")
+        # As the wrapped policy's own step reads the ensembled logits (ExitDecider._step).
+        if reads_proba:
+            ensembled, ensembled_proba = exit_log_proba_and_proba(sums[:, k], "logits")
+        else:
+            ensembled, ensembled_proba = exit_log_proba(sums[:, k], "logits"), None
         inner_state = {name: state[name] for name in inner_names}
         scores, inner_next = self.policy_._exit_step(
-            k, ensembled, np.exp(ensembled) if reads_proba else None, inner_state, inner_weights
+            k, ensembled, ensembled_proba, inner_state, inner_weights
         )
         return scores, {**inner_next, SUMS: sums}
 
     def _step_proba(self, k: int, proba: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
-        return np.exp(exit_log_proba(state[SUMS][:, k], "logits"))
+        return exit_proba(state[SUMS][:, k], "logits")

@@ -28,6 +28,7 @@ from ._features import (
     _class_argmax,
     check_confidence,
     entropy_log_confidence,
+    exit_log_proba_and_proba,
     feature_state_names,
     initial_feature_state,
     max_prob_logit,
@@ -42,11 +43,11 @@ class _GeometricQuotaPolicy(BaseExitPolicy):
     """An exit score with MSDNet's geometric quotas and quota thresholds."""
 
     def _fit_policy(
-        self, log_proba: np.ndarray, correct: np.ndarray
+        self, outputs: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        self._fit_scorer(log_proba, correct)
+        self._fit_scorer(outputs, correct)
         # Scored as prediction scores them, so thresholds fall on prediction-time scores.
-        scores = self._chunked_exit_scores(log_proba)
+        scores = self._chunked_exit_scores(outputs)
         return scores, self._quota_fractions(self.target_cost_)
 
     def _quota_fractions(self, cost: float) -> np.ndarray:
@@ -55,8 +56,8 @@ class _GeometricQuotaPolicy(BaseExitPolicy):
     def _unit_quota_fractions(self, share: float) -> np.ndarray:
         return geometric_fractions(self.costs_ / self.costs_[-1], share)
 
-    def _fit_scorer(self, log_proba: np.ndarray, correct: np.ndarray) -> None:
-        """Learn what the score needs (nothing for a fixed confidence measure)."""
+    def _fit_scorer(self, outputs: np.ndarray, correct: np.ndarray) -> None:
+        """Learn what the score needs from the validated fitting outputs (nothing for a fixed measure)."""
 
 
 class _ConfidenceThresholdPolicy(_GeometricQuotaPolicy):
@@ -295,14 +296,14 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
             )
         return {"_confidence": confidence}
 
-    def _fit_scorer(self, log_proba: np.ndarray, correct: np.ndarray) -> None:
+    def _fit_scorer(self, outputs: np.ndarray, correct: np.ndarray) -> None:
         base = LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
         # The classifiers are fitted on the inputs the per-exit step gives them at prediction.
-        state = self._step_initial_state(log_proba.shape[0])
+        state = self._step_initial_state(outputs.shape[0])
         estimators = []
         for k in range(self.n_exits_):
-            exit_k = np.ascontiguousarray(log_proba[:, k])
-            inputs, state = self._step_inputs(k, exit_k, np.exp(exit_k), state)
+            log_proba, proba = exit_log_proba_and_proba(outputs[:, k], self.input_type)
+            inputs, state = self._step_inputs(k, log_proba, proba, state)
             target = correct[:, k].astype(np.int64)
             # One class only: no classifier can be fitted; the prior is the constant answer.
             single = target.min() == target.max()
@@ -472,7 +473,7 @@ class PatiencePolicy(BaseExitPolicy):
         return check_budget(budget, costs)
 
     def _fit_thresholds(
-        self, log_proba: np.ndarray, correct: np.ndarray
+        self, outputs: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         n_exits = self.n_exits_
         free = self.budget_ is not None
@@ -484,7 +485,7 @@ class PatiencePolicy(BaseExitPolicy):
             min_exits = [self.min_exit]
         else:
             min_exits = range(n_exits) if free else [0]
-        runs = self._chunked_exit_scores(log_proba)
+        runs = self._chunked_exit_scores(outputs)
         rows = np.arange(runs.shape[0])
         candidates = []
         for min_exit in min_exits:
@@ -617,7 +618,7 @@ class FixedExitPolicy(BaseExitPolicy):
         return check_budget(budget, costs)
 
     def _fit_thresholds(
-        self, log_proba: np.ndarray, correct: np.ndarray
+        self, outputs: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.exit is not None:
             self.exit_ = int(self.exit)
@@ -632,7 +633,7 @@ class FixedExitPolicy(BaseExitPolicy):
             within = [within_budget(cost, self.budget_) for cost in self.costs_]
             self.exit_ = int(np.flatnonzero(within)[-1])
         thresholds = np.where(np.arange(self.n_exits_) < self.exit_, np.inf, -np.inf)
-        return thresholds, np.full(log_proba.shape[0], self.exit_, dtype=np.int64)
+        return thresholds, np.full(outputs.shape[0], self.exit_, dtype=np.int64)
 
     def _exit_step(self, k, log_proba, proba, state, weights):
         return np.zeros(log_proba.shape[0], dtype=np.float64), state

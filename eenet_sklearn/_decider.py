@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import joblib
 import numpy as np
 import threadpoolctl
 
-from ._features import exit_log_proba
+from ._features import exit_log_proba, exit_log_proba_and_proba, exit_proba
 from ._validation import check_exit_outputs, describe
 
 if TYPE_CHECKING:
     from .base import BaseExitPolicy
 
-__all__ = ["ExitDecider", "one_thread", "padded_rows", "row_product"]
+__all__ = ["ExitDecider", "one_thread", "padded_rows", "row_product", "run_row_blocks"]
 
 #: Below this many rows a call runs as it is: limiting the thread pools costs more than a
 #: small call can lose to contention.
@@ -33,11 +37,58 @@ _ONE_THREAD_FROM = 1024
 
 
 @functools.lru_cache(maxsize=1)
-def _threadpools() -> threadpoolctl.ThreadpoolController:
+def _threadpools_after(n_modules: int) -> threadpoolctl.ThreadpoolController:
     return threadpoolctl.ThreadpoolController()
 
 
-def one_thread(user_api: str | None = None) -> contextlib.AbstractContextManager:
+def _threadpools() -> threadpoolctl.ThreadpoolController:
+    """The thread pools loaded in this process (BLAS; OpenMP once torch is imported).
+
+    Scanning them takes about a millisecond, so the scan is kept until a module is
+    imported (which may load a new pool, as ``import torch`` loads OpenMP).
+    """
+    return _threadpools_after(len(sys.modules))
+
+
+#: The BLAS pool is shared by every thread of the process: :func:`one_thread` counts the
+#: blocks inside a limit on it (over every thread) and keeps the limiter that restores it
+#: when the last one leaves.
+_BLAS_LOCK = threading.Lock()
+_BLAS_DEPTH = 0
+_BLAS_LIMITER: Any = None  # a threadpoolctl limiter (a private class)
+
+
+def _let_this_thread_set_blas() -> None:
+    # threadpoolctl >= 3.6 lets only the first thread that set OpenBLAS's limit set it
+    # again, until that is cleared; the first and last block of a shared limit may run
+    # on different threads (called under _BLAS_LOCK).
+    clear = getattr(threadpoolctl.OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+@contextlib.contextmanager
+def _shared_blas_limit() -> Iterator[None]:
+    global _BLAS_DEPTH, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS_DEPTH == 0:
+            _let_this_thread_set_blas()
+            _BLAS_LIMITER = _threadpools().select(user_api="blas").limit(limits=1)
+        _BLAS_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_DEPTH -= 1
+            if _BLAS_DEPTH == 0:
+                _let_this_thread_set_blas()
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+                _let_this_thread_set_blas()
+
+
+@contextlib.contextmanager
+def one_thread(user_api: str | None = None) -> Iterator[None]:
     """Limit the BLAS and OpenMP thread pools to one thread, for a ``with`` block.
 
     The one home of the library's thread limits: the small matrix products of exit
@@ -45,8 +96,64 @@ def one_thread(user_api: str | None = None) -> contextlib.AbstractContextManager
     and to contention with other processes, than they gain
     (``benchmarks/results/speed.md``, ``benchmarks/results/decision_speed.md``).
     ``user_api``: ``"blas"`` or ``"openmp"`` for one kind only; ``None`` for both.
+
+    Safe from several threads at once (a server's request threads, a threading joblib
+    backend). OpenMP's limit belongs to the calling thread, and is set and restored
+    there. OpenBLAS's pool is shared by the process: the first block to enter limits it
+    and the last to leave restores what it found, so that blocks overlapping on
+    several threads never leave it limited (as ``threadpool_limits`` contexts entered
+    and left out of order on several threads would).
     """
-    return _threadpools().limit(limits=1, user_api=user_api)
+    with contextlib.ExitStack() as stack:
+        if user_api in (None, "openmp"):
+            stack.enter_context(_threadpools().select(user_api="openmp").limit(limits=1))
+        if user_api in (None, "blas"):
+            stack.enter_context(_shared_blas_limit())
+        yield
+
+
+def _block_threads(n_blocks: int) -> int:
+    """Threads for ``n_blocks`` independent row blocks: at most the BLAS pool's limit and the CPUs.
+
+    The BLAS limit is the user's say on how many threads numeric code may use (its
+    default is the CPUs; ``OPENBLAS_NUM_THREADS=1``, ``threadpoolctl.threadpool_limits(1)``
+    or a joblib worker's own limit lower it); ``joblib.cpu_count`` counts the CPUs this
+    process may use (affinity and container quotas).
+    """
+    blas = [pool.num_threads for pool in _threadpools().lib_controllers if pool.user_api == "blas"]
+    limit = min(blas) if blas else joblib.cpu_count()
+    return max(1, min(n_blocks, limit, joblib.cpu_count()))
+
+
+def run_row_blocks(work: Callable[[slice], None], blocks: Sequence[slice], n_rows: int) -> None:
+    """Call ``work`` on every block of a call's ``n_rows`` rows, on several threads where there are several.
+
+    Prediction's row blocks are independent and each row's arithmetic does not depend
+    on the other rows (:func:`row_product`), so running them on threads changes no bit
+    of the result; NumPy releases the GIL in its loops, so threads take up the cores a
+    single thread leaves idle (``benchmarks/results/decision_speed.md``). The BLAS and
+    OpenMP pools are limited to one thread meanwhile (:func:`one_thread`), except in a
+    single block of fewer than ``_ONE_THREAD_FROM`` rows. An exception, or Ctrl-C,
+    cancels the blocks not yet started.
+    """
+    n_threads = _block_threads(len(blocks))  # read before the pools are limited below
+    limit: contextlib.AbstractContextManager
+    if n_threads > 1 or n_rows >= _ONE_THREAD_FROM:
+        limit = one_thread()
+    else:
+        limit = contextlib.nullcontext()
+    with limit:
+        if n_threads == 1:
+            for rows in blocks:
+                work(rows)
+            return
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="eenet-rows") as pool:
+            try:
+                for _ in pool.map(work, blocks):
+                    pass
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
 
 #: Rows of a :func:`row_product` are padded to a multiple of this: OpenBLAS's double
@@ -318,36 +425,36 @@ class ExitDecider:
         self, k: int, outputs: np.ndarray, state: Mapping[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, State]:
         """Scores, probabilities and next state of validated exit-``k`` outputs."""
-        scores, log_proba, step_proba, next_state = self._step(k, outputs, state)
-        return scores, self._proba(k, outputs, log_proba, step_proba, next_state), next_state
+        scores, step_proba, next_state = self._step(k, outputs, state)
+        return scores, self._proba(k, outputs, step_proba, next_state), next_state
 
     def _step(
         self, k: int, outputs: np.ndarray, state: Mapping[str, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, State]:
-        """Scores, log-probabilities, the probabilities the step read (or ``None``), next state.
+    ) -> tuple[np.ndarray, np.ndarray | None, State]:
+        """Scores, the probabilities the step read (or ``None``), next state.
 
         The probabilities are left out (no exponentials spent on them) where the
         policy's step does not read them (``_step_reads_proba``): :meth:`_run` computes
         them only when asked to return them.
         """
-        log_proba = exit_log_proba(outputs, self.input_type)
-        step_proba = np.exp(log_proba) if self._reads_proba else None
+        step_proba: np.ndarray | None
+        if self._reads_proba:
+            log_proba, step_proba = exit_log_proba_and_proba(outputs, self.input_type)
+        else:
+            log_proba, step_proba = exit_log_proba(outputs, self.input_type), None
         scores, next_state = self._policy._exit_step(k, log_proba, step_proba, dict(state), self._weights)
-        return scores, log_proba, step_proba, next_state
+        return scores, step_proba, next_state
 
     def _proba(
         self,
         k: int,
         outputs: np.ndarray,
-        log_proba: np.ndarray,
         step_proba: np.ndarray | None,
         next_state: State,
     ) -> np.ndarray:
         """The class probabilities predicted at exit ``k`` (:meth:`_step`'s outputs)."""
-        if self.input_type == "proba":  # as given (exp(log(p)) may round p by an ulp)
-            step_proba = np.array(outputs, dtype=np.float64, order="C")
-        elif step_proba is None:
-            step_proba = np.exp(log_proba)
+        if step_proba is None:
+            step_proba = exit_proba(outputs, self.input_type)
         # What the policy predicts with at exit k: exit k's own probabilities, or (an
         # anytime ensemble) a combination of exits 0..k carried in the state.
         return self._policy._step_proba(k, step_proba, next_state)
@@ -370,9 +477,11 @@ class ExitDecider:
         undecided = np.ones(n_samples, dtype=bool)  # over the running rows
         state = self._policy._step_initial_state(n_samples)
         for k in range(self.n_exits):
+            if k == self.n_exits - 1 and scores is None and chosen is None:
+                break  # the rows still running leave at the last exit, whatever it scores
             # Every row still running (exit 0, or all_scores): a view, not a gathered copy.
             outputs_k = outputs[:, k] if len(running) == n_samples else outputs[running, k]
-            score, log_proba, step_proba, state = self._step(k, outputs_k, state)
+            score, step_proba, state = self._step(k, outputs_k, state)
             if scores is not None:
                 scores[:, k] = score
             if k == self.n_exits - 1:  # everybody still running leaves
@@ -383,7 +492,7 @@ class ExitDecider:
             leaving = running[leave]
             exits[leaving] = k
             if chosen is not None:
-                chosen[leaving] = self._proba(k, outputs_k, log_proba, step_proba, state)[leave]
+                chosen[leaving] = self._proba(k, outputs_k, step_proba, state)[leave]
             if k == self.n_exits - 1:
                 break
             if scores is not None:  # every row is scored at every exit

@@ -16,6 +16,7 @@ from ._decider import one_thread, padded_rows, row_product
 from ._features import (
     check_confidence,
     exit_features,
+    exit_log_proba,
     feature_state_names,
     initial_feature_state,
     n_features,
@@ -307,8 +308,9 @@ class EarlyExitPolicy(BaseExitPolicy):
     def _use_gpu(self) -> bool:
         return self._train_device() == "cuda" and gpu_available()
 
-    def _fit_policy(self, proba: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features = exit_features(proba, self._confidence, self.class_scores)
+    def _fit_policy(self, outputs: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_proba = exit_log_proba(outputs, self.input_type)
+        features = exit_features(log_proba, self._confidence, self.class_scores)
         target = correct.astype(np.float32)
         rng = check_random_state(self.random_state)
         # (accuracy, scorer, its NumPy heads, mean exit log-weights, scores, quotas) of the
@@ -320,7 +322,7 @@ class EarlyExitPolicy(BaseExitPolicy):
             self._heads = _numpy_heads(self.scorer_.module_)
             # Thresholds are set on the scores prediction computes, bit for bit, so that a
             # fitting sample at a threshold is decided at prediction as it was in fitting.
-            scores = self._chunked_exit_scores(proba)
+            scores = self._chunked_exit_scores(outputs)
             # The mean exit distribution, tilted to meet the budget exactly.
             log_weights = self._mean_exit_log_weights(features)
             fractions = tilt_to_budget(log_weights, self.costs_, self.budget_)

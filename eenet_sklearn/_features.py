@@ -101,17 +101,34 @@ def _log_softmax_inplace(values: np.ndarray, finite: bool = False) -> np.ndarray
     ``finite``: the values are known to be finite (validated outputs), so the row
     maximum needs no guard.
     """
+    return _softmax_terms_inplace(values, finite)[0]
+
+
+def _softmax_terms_inplace(
+    values: np.ndarray, finite: bool = False, proba: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Log-softmax written into the float array ``values``; with ``proba``, the softmax too.
+
+    Both from one pass of exponentials ``e = exp(values - max)`` and their sum ``s``:
+    ``values - max - log(s)`` and ``e / s``, the definitions of
+    :func:`scipy.special.log_softmax` and :func:`scipy.special.softmax`. (The softmax as
+    ``exp`` of the log-softmax would cost a second pass of exponentials, the largest part
+    of a decision's time; the two differ by an ulp or so.)
+    """
     shift = _class_max(values)[..., None]
     if not finite:
         shift[~np.isfinite(shift)] = 0
     values -= shift
-    total = _class_sum(np.exp(values))[..., None]
+    exps = np.exp(values)
+    total = _class_sum(exps)[..., None]
+    if proba:
+        exps /= total
     if finite:  # total >= 1
         values -= np.log(total, out=total)
-        return values
-    with np.errstate(divide="ignore"):
-        values -= np.log(total, out=total)
-    return values
+    else:
+        with np.errstate(divide="ignore"):
+            values -= np.log(total, out=total)
+    return values, exps if proba else None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -148,25 +165,44 @@ def exit_log_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarra
     ``(n_rows, n_classes)`` values of at most ``_COLUMN_PASSES_UP_TO`` classes, which are
     class-major (:func:`_exit_order`).
     """
+    return _exit_values(outputs, input_type, proba=False)[0]
+
+
+def exit_log_proba_and_proba(
+    outputs: np.ndarray, input_type: str = "logits"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exit_log_proba` and :func:`exit_proba` of the same outputs, in one pass of exponentials.
+
+    Bit for bit those two functions' results, in :func:`exit_log_proba`'s layout; what
+    the steps of policies that read probabilities take.
+    """
+    log_proba, proba = _exit_values(outputs, input_type, proba=True)
+    assert proba is not None
+    return log_proba, proba
+
+
+def _exit_values(
+    outputs: np.ndarray, input_type: str, proba: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     order: Literal["C", "F"] = _exit_order(outputs.shape[-1]) if np.ndim(outputs) == 2 else "C"
     values = np.array(outputs, dtype=np.float64, order=order)
     if input_type == "proba":
+        given = values.copy(order="K") if proba else None
         with np.errstate(divide="ignore"):
-            return np.log(values, out=values)
-    return _log_softmax_inplace(values, finite=True)
+            return np.log(values, out=values), given
+    return _softmax_terms_inplace(values, finite=True, proba=proba)
 
 
 def exit_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
-    """Class probabilities of validated (finite) outputs: float64, classes contiguous.
+    """Class probabilities of validated (finite) outputs: float64.
 
-    ``exp(exit_log_proba(outputs))`` bit for bit for logits; the probabilities as
-    given (in float64) for ``input_type="proba"``. What the policies predict from
-    (:func:`exit_predictions`) and return (``predict_proba``).
+    The softmax of logits, ``exp(z - max) / sum(exp(z - max))`` (as
+    :func:`scipy.special.softmax` defines it; within an ulp or so of
+    ``exp(exit_log_proba(outputs))``), or the probabilities as given (in float64) for
+    ``input_type="proba"``. What the policies predict from (:func:`exit_predictions`),
+    return (``predict_proba``) and read as features; laid out as :func:`exit_log_proba`.
     """
-    if input_type == "proba":
-        return np.array(outputs, dtype=np.float64, order="C")
-    log_proba = exit_log_proba(outputs)
-    return np.exp(log_proba, out=log_proba)
+    return exit_log_proba_and_proba(outputs, input_type)[1]
 
 
 def exit_predictions(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:

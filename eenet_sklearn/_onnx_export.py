@@ -123,17 +123,17 @@ class _Graph:
 def _log_proba(g: _Graph, values: str, input_type: str) -> tuple[str, str]:
     """Class log-probabilities and probabilities (both ``(n, C)`` float64) of one exit.
 
-    As :func:`~eenet_sklearn._features.exit_log_proba` and
-    :func:`~eenet_sklearn._features.exit_proba`: the log-softmax of logits (max shifted,
-    then minus the log of the sum of exponentials) and its exponential, or the log of
-    probabilities as given (``-inf`` for 0) and those probabilities.
+    As :func:`~eenet_sklearn._features.exit_log_proba_and_proba`: the log-softmax of
+    logits (max shifted, then minus the log of the sum of exponentials) and the softmax
+    (those exponentials over their sum), or the log of probabilities as given (``-inf``
+    for 0) and those probabilities.
     """
     if input_type == "proba":
         return g.op("Log", values), values
     shifted = g.op("Sub", values, g.reduce("ReduceMax", values))
-    total = g.reduce("ReduceSum", g.op("Exp", shifted))
-    log_proba = g.op("Sub", shifted, g.op("Log", total))
-    return log_proba, g.op("Exp", log_proba)
+    exps = g.op("Exp", shifted)
+    total = g.reduce("ReduceSum", exps)
+    return g.op("Sub", shifted, g.op("Log", total)), g.op("Div", exps, total)
 
 
 def _odds_terms(g: _Graph, log_proba: str) -> tuple[str, str, str, str, str]:

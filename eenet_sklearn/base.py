@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from abc import abstractmethod
 from numbers import Real
@@ -13,8 +12,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from ._decider import _ONE_THREAD_FROM, ExitDecider, one_thread
-from ._features import _exit_order, exit_log_proba, exit_predictions
+from ._decider import ExitDecider, run_row_blocks
+from ._features import exit_predictions
 from ._thresholds import exit_fractions, quota_thresholds
 from ._validation import (
     check_budget,
@@ -196,9 +195,12 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
       products, which this library does not control) still falls on the side it fell
       in fitting.
 
-    Prediction also limits BLAS and OpenMP to one thread for calls of 1024 rows or more
-    (the small products lose more to thread hand-off and contention than they gain),
-    and keeps its memory beyond the result to a few chunks' temporaries.
+    Prediction runs its row blocks (13,107 rows at 4 exits and 10 classes) on as many
+    threads as the BLAS thread pool may use (the CPUs by default; ``OPENBLAS_NUM_THREADS=1``
+    or ``threadpoolctl.threadpool_limits(1)`` make it run on the calling thread), with
+    BLAS and OpenMP limited to one thread in each (the small products lose more to thread
+    hand-off and contention than they gain). The results are the same bits whatever the
+    threads. Its memory beyond the result stays at a few blocks' temporaries.
 
     See Also
     --------
@@ -306,7 +308,6 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         costs_ = check_costs(self.costs if costs is None else costs)
         budget_ = self._check_budget(self.budget if budget is None else budget, costs_)
         outputs = check_exit_outputs(X, len(costs_), input_type=input_type)
-        log_proba = self._to_log_proba(outputs)
         classes_, columns = encode_labels(y, outputs.shape[0], outputs.shape[2], self.classes)
         _warn_overrides(self, costs, costs_, budget, budget_)
 
@@ -322,7 +323,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         # What the thresholds spend on the fitting data; a policy that spends less on
         # purpose lowers it while fitting its thresholds.
         fitted.target_cost_ = budget_
-        fitted.thresholds_, exits = fitted._fit_thresholds(log_proba, correct)
+        fitted.thresholds_, exits = fitted._fit_thresholds(outputs, correct)
         fitted.exit_fractions_ = exit_fractions(exits, fitted.n_exits_)
         self._take_fit(fitted)
         return self
@@ -459,7 +460,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         else:
             budget_ = target = check_budget(budget, self.costs_)
         fractions = self._quota_fractions(target)
-        scores = self._chunked_exit_scores(self._to_log_proba(outputs))
+        scores = self._chunked_exit_scores(outputs)
         thresholds, exits = quota_thresholds(
             scores,
             fractions,
@@ -522,18 +523,19 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         return check_budget(budget, costs)
 
     def _fit_thresholds(
-        self, log_proba: np.ndarray, correct: np.ndarray
+        self, outputs: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Learn the policy; return its thresholds and the exit of every fitting sample.
 
-        ``log_proba``: the fitting data's per-exit log-probabilities (:meth:`_to_log_proba`);
+        ``outputs``: the validated fitting outputs ``(n_samples, n_exits, n_classes)``
+        (:func:`~eenet_sklearn._validation.check_exit_outputs`, of ``input_type``);
         ``correct``: whether each exit's prediction is right, ``(n_samples, n_exits)``.
 
         By default, quota thresholds on the scores and quotas of :meth:`_fit_policy`,
         with the budget as a ceiling on the fitting data; rules whose thresholds are not
         quotas (patience, fixed exit) override this.
         """
-        scores, fractions = self._fit_policy(log_proba, correct)
+        scores, fractions = self._fit_policy(outputs, correct)
         # target_cost_: the budget, or less where the policy chose to spend less.
         thresholds, exits = quota_thresholds(
             scores,
@@ -547,7 +549,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         return thresholds, exits
 
     def _fit_policy(
-        self, log_proba: np.ndarray, correct: np.ndarray
+        self, outputs: np.ndarray, correct: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Learn what the policy needs; return the fitting data's exit scores and the quotas."""
         raise NotImplementedError(
@@ -597,23 +599,6 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         rows), so that decisions do not depend on the other rows of a call.
         """
 
-    def _exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        """Exit scores ``(n_samples, n_exits)`` of :meth:`_to_log_proba` output, step by step.
-
-        ``log_proba`` may hold only the first exits; the scores of those exits are
-        returned, bit for bit those :meth:`exit_decider` computes.
-        """
-        n_samples, n_exits = log_proba.shape[:2]
-        scores = np.empty((n_samples, n_exits), dtype=np.float64)
-        state = self._step_initial_state(n_samples)
-        weights = self._step_weights()
-        for k in range(n_exits):
-            # Laid out as prediction lays out one exit (the same bits in any layout).
-            exit_k = np.array(log_proba[:, k], order=_exit_order(log_proba.shape[-1]))
-            proba = np.exp(exit_k) if self._step_reads_proba else None
-            scores[:, k], state = self._exit_step(k, exit_k, proba, state, weights)
-        return scores
-
     def exit_decider(self) -> ExitDecider:
         """The policy's decision, one exit at a time: for early-exit inference and serving.
 
@@ -656,16 +641,6 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         """Whether threshold sorting runs on the GPU; baselines stay on NumPy."""
         return False
 
-    def _to_log_proba(self, outputs: np.ndarray) -> np.ndarray:
-        """Per-exit class log-probabilities of validated outputs: what policies read.
-
-        Log-probabilities rather than probabilities, so that confidences do not saturate
-        where the logits still order samples (see :mod:`eenet_sklearn._features`).
-        Float64 and C-ordered whatever the input dtype, computed row by row, as the
-        per-exit steps compute them: fitting and prediction score a sample identically.
-        """
-        return exit_log_proba(outputs, self.input_type)
-
     def _exit_predictions(self, outputs: np.ndarray) -> np.ndarray:
         """Each exit's predicted class column ``(n_samples, n_exits)`` for validated outputs.
 
@@ -680,12 +655,16 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         size = max(1, min(_CHUNK_SIZE, size))
         return [slice(start, start + size) for start in range(0, n_samples, size)]
 
-    def _chunked_exit_scores(self, log_proba: np.ndarray) -> np.ndarray:
-        """:meth:`_exit_scores` over the same row blocks as prediction uses."""
-        scores = np.empty(log_proba.shape[:2], dtype=np.float64)
-        for rows in self._chunk_rows(log_proba.shape[0]):
-            scores[rows] = self._exit_scores(log_proba[rows])
-        return scores
+    def _chunked_exit_scores(self, outputs: np.ndarray) -> np.ndarray:
+        """Exit scores ``(n_samples, n_exits)`` of validated outputs, for fitting thresholds.
+
+        Computed by the steps prediction runs (:meth:`exit_decider`, over the same row
+        blocks), bit for bit the scores :meth:`exit_scores` gives: a fitting sample whose
+        score sits at a threshold is decided at prediction as it was in fitting. Needs
+        the fitted scorer, not the thresholds.
+        """
+        unset = np.full(self.n_exits_ - 1, np.inf)
+        return self._decide_outputs(outputs, "scores", ExitDecider(self, thresholds=unset))
 
     def _decide(self, X, what: str = "exits") -> np.ndarray:
         """``what`` of every row ("exits", "labels", "proba" or "scores"), chunk by chunk.
@@ -709,21 +688,22 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             result = np.empty((n_samples, self.n_exits_), dtype=np.float64)
         else:
             result = np.empty(n_samples, dtype=np.int64)
-        limit = one_thread() if n_samples >= _ONE_THREAD_FROM else contextlib.nullcontext()
-        with limit:
-            for rows in self._chunk_rows(n_samples):
-                exits, chosen, scores = decider._run(
-                    outputs[rows], all_scores=what == "scores", proba=what in ("labels", "proba")
-                )
-                if what == "exits":
-                    result[rows] = exits
-                elif what == "labels":
-                    assert chosen is not None
-                    result[rows] = chosen.argmax(axis=1)
-                elif what == "proba":
-                    result[rows] = chosen
-                else:
-                    result[rows] = scores
+
+        def decide_rows(rows: slice) -> None:
+            exits, chosen, scores = decider._run(
+                outputs[rows], all_scores=what == "scores", proba=what in ("labels", "proba")
+            )
+            if what == "exits":
+                result[rows] = exits
+            elif what == "labels":
+                assert chosen is not None
+                result[rows] = chosen.argmax(axis=1)
+            elif what == "proba":
+                result[rows] = chosen
+            else:
+                result[rows] = scores
+
+        run_row_blocks(decide_rows, self._chunk_rows(n_samples), n_samples)
         return result
 
     def decide_at_exit(self, X) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from eenet_sklearn._features import (
     entropy_log_confidence,
     exit_features,
     exit_log_proba,
+    exit_log_proba_and_proba,
     exit_proba,
     log_softmax,
     margin,
@@ -166,13 +167,30 @@ def test_log_softmax_matches_scipy_and_softmax_is_its_exp():
     np.testing.assert_array_equal(logits, before)  # the input is left alone
 
 
-def test_exit_proba_is_the_exp_of_exit_log_proba_bit_for_bit():
+def test_exit_proba_is_the_softmax_from_the_same_exponentials_as_exit_log_proba():
     rng = np.random.default_rng(3)
     outputs = (rng.normal(scale=6.0, size=(50, 3, 7))).astype(np.float32)
-    np.testing.assert_array_equal(np.exp(exit_log_proba(outputs)), exit_proba(outputs))
+    as_float64 = outputs.astype(np.float64)
+    proba = exit_proba(outputs)
+    # exp(z - max) / sum: scipy's softmax (whose pairwise sum may round the total
+    # differently); exp(log_softmax) carries the rounding of the log, relative |log p| ulps.
+    np.testing.assert_allclose(proba, scipy_softmax(as_float64, axis=-1), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(proba, np.exp(exit_log_proba(outputs)), rtol=1e-14, atol=0)
+    # One pass of exponentials gives both, bit for bit, in every layout.
+    log_proba, same_proba = exit_log_proba_and_proba(outputs)
+    np.testing.assert_array_equal(log_proba, exit_log_proba(outputs))
+    np.testing.assert_array_equal(same_proba, proba)
+    one_exit_log_proba, one_exit_proba = exit_log_proba_and_proba(outputs[:, 1])
+    assert one_exit_proba.flags.f_contiguous  # class-major, as prediction lays out an exit
+    np.testing.assert_array_equal(one_exit_proba, proba[:, 1])
+    np.testing.assert_array_equal(one_exit_log_proba, log_proba[:, 1])
     # Float64 whatever the input dtype: identical values give identical probabilities.
-    np.testing.assert_array_equal(exit_proba(outputs), softmax(outputs.astype(np.float64)))
-    assert exit_proba(outputs).dtype == np.float64
+    np.testing.assert_array_equal(exit_proba(as_float64), proba)
+    assert proba.dtype == np.float64
+    # Probabilities given as such are returned as given.
+    given = scipy_softmax(as_float64, axis=-1)
+    np.testing.assert_array_equal(exit_proba(given, "proba"), given)
+    np.testing.assert_array_equal(exit_log_proba_and_proba(given, "proba")[1], given)
 
 
 def test_max_prob_logit_by_hand_against_scipy():
