@@ -182,3 +182,30 @@ def test_decision_speed_quick(tmp_path):
     assert "Command: `python benchmarks/decision_speed.py --quick" in text
     _assert_provenance(text)
     assert "## Findings" in text
+
+
+def test_many_exits_quick(tmp_path):
+    script = _load_script("many_exits")
+    argv = ["--quick", "--quiet", "--sets", "fashion_cnn4", "fashion_cnn8", "--out-dir", str(tmp_path)]
+    written = script.main(argv)
+    md, csv_path, png = (tmp_path / f"many_exits_quick.{ext}" for ext in ("md", "csv", "png"))
+    assert written == [md, csv_path, png]
+    assert png.stat().st_size > 0
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    curves = [row for row in rows if row["part"] == "curves"]
+    policies = {row["policy"] for row in curves}
+    assert {"eenet", script.ENSEMBLE, script.IN_SAMPLE, script.ORACLE, script.ORACLE_ENSEMBLE} <= policies
+    assert set(script.BASELINES) <= policies
+    # Each set at each quick budget, and every oracle at least as accurate as the policies it bounds.
+    for name in ("fashion_cnn4", "fashion_cnn8"):
+        for position in {row["position"] for row in curves}:
+            at = {row["policy"]: float(row["accuracy"]) for row in curves
+                  if row["data"] == name and row["position"] == position}
+            bounded = [at[p] for p in ("eenet", *script.BASELINES)]
+            assert at[script.ORACLE] >= max(bounded)
+            assert at[script.ORACLE_ENSEMBLE] >= at[script.ENSEMBLE]
+    text = md.read_text()
+    assert "Command: `python benchmarks/many_exits.py --quick" in text
+    _assert_provenance(text)
+    assert "## Summary" in text and "## Fit time" in text
