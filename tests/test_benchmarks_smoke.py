@@ -209,3 +209,27 @@ def test_many_exits_quick(tmp_path):
     assert "Command: `python benchmarks/many_exits.py --quick" in text
     _assert_provenance(text)
     assert "## Summary" in text and "## Fit time" in text
+
+
+def test_anytime_ensembles_small(tmp_path):
+    script = _load_script("anytime_ensembles")
+    out = tmp_path / "anytime"
+    argv = ["--quiet", "--sets", "reviews_minilm6", "--budgets", "2", "--seeds", "0", "--max-epochs", "2",
+            "--rows", "600", "--policies", "eenet", "maxprob", "--out", str(out)]
+    written = script.main(argv)
+    assert written == [out.with_suffix(".md"), out.with_suffix(".csv")]
+    with out.with_suffix(".csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for position in {row["position"] for row in rows}:
+        at = {row["policy"]: row for row in rows if row["position"] == position}
+        assert set(at) == {"eenet", "maxprob", "oracle_plain", "oracle_ensemble"}
+        for policy in ("eenet", "maxprob"):
+            plain, ensemble = float(at[policy]["plain_acc"]), float(at[policy]["ensemble_acc"])
+            assert float(at[policy]["gain_points"]) == pytest.approx(100 * (ensemble - plain))
+            # Each oracle bounds the predictions its policies make.
+            assert plain <= float(at["oracle_plain"]["plain_acc"])
+            assert ensemble <= float(at["oracle_ensemble"]["ensemble_acc"])
+    text = out.with_suffix(".md").read_text()
+    assert "Command: `python benchmarks/anytime_ensembles.py --quiet" in text
+    _assert_provenance(text)
+    assert "## Summary" in text
