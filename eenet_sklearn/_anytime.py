@@ -45,7 +45,7 @@ from scipy.optimize import minimize
 from sklearn.base import MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._features import exit_log_proba, exit_log_proba_and_proba, exit_predictions, exit_proba
+from ._features import exit_log_proba, exit_predictions, exit_proba, exit_step_inputs
 from ._validation import (
     as_real_array,
     check_costs,
@@ -561,10 +561,7 @@ class AnytimeEnsemble(MetaEstimatorMixin, BaseExitPolicy):
         matrix, inner_weights, inner_names, reads_proba = weights
         sums = _step_sums(state[SUMS], matrix, k, log_proba)
         # As the wrapped policy's own step reads the ensembled logits (ExitDecider._step).
-        if reads_proba:
-            ensembled, ensembled_proba = exit_log_proba_and_proba(sums[:, k], "logits")
-        else:
-            ensembled, ensembled_proba = exit_log_proba(sums[:, k], "logits"), None
+        ensembled, ensembled_proba = exit_step_inputs(sums[:, k], "logits", reads_proba)
         inner_state = {name: state[name] for name in inner_names}
         scores, inner_next = self.policy_._exit_step(
             k, ensembled, ensembled_proba, inner_state, inner_weights

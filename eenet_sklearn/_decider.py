@@ -23,7 +23,7 @@ import joblib
 import numpy as np
 import threadpoolctl
 
-from ._features import exit_log_proba, exit_log_proba_and_proba, exit_proba
+from ._features import exit_proba, exit_step_inputs
 from ._validation import check_exit_outputs, describe
 
 if TYPE_CHECKING:
@@ -439,11 +439,7 @@ class ExitDecider:
         policy's step does not read them (``_step_reads_proba``): :meth:`_run` computes
         them only when asked to return them.
         """
-        step_proba: np.ndarray | None
-        if self._reads_proba:
-            log_proba, step_proba = exit_log_proba_and_proba(outputs, self.input_type)
-        else:
-            log_proba, step_proba = exit_log_proba(outputs, self.input_type), None
+        log_proba, step_proba = exit_step_inputs(outputs, self.input_type, self._reads_proba)
         scores, next_state = self._policy._exit_step(k, log_proba, step_proba, dict(state), self._weights)
         return scores, step_proba, next_state
 

@@ -165,7 +165,7 @@ def exit_log_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarra
     ``(n_rows, n_classes)`` values of at most ``_COLUMN_PASSES_UP_TO`` classes, which are
     class-major (:func:`_exit_order`).
     """
-    return _exit_values(outputs, input_type, proba=False)[0]
+    return exit_step_inputs(outputs, input_type, proba=False)[0]
 
 
 def exit_log_proba_and_proba(
@@ -173,24 +173,33 @@ def exit_log_proba_and_proba(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`exit_log_proba` and :func:`exit_proba` of the same outputs, in one pass of exponentials.
 
-    Bit for bit those two functions' results, in :func:`exit_log_proba`'s layout; what
-    the steps of policies that read probabilities take.
+    Bit for bit those two functions' results, in :func:`exit_log_proba`'s layout.
     """
-    log_proba, proba = _exit_values(outputs, input_type, proba=True)
+    log_proba, proba = exit_step_inputs(outputs, input_type, proba=True)
     assert proba is not None
     return log_proba, proba
 
 
-def _exit_values(
+def exit_step_inputs(
     outputs: np.ndarray, input_type: str, proba: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    order: Literal["C", "F"] = _exit_order(outputs.shape[-1]) if np.ndim(outputs) == 2 else "C"
-    values = np.array(outputs, dtype=np.float64, order=order)
+    """What a policy's step reads of one exit: :func:`exit_log_proba`, and :func:`exit_proba` or ``None``.
+
+    ``proba``: whether the step reads the probabilities (``_step_reads_proba``); they
+    come from the log-softmax's own exponentials, none spent where they are not read.
+    """
+    values = _float64_exit_values(outputs)
     if input_type == "proba":
         given = values.copy(order="K") if proba else None
         with np.errstate(divide="ignore"):
             return np.log(values, out=values), given
     return _softmax_terms_inplace(values, finite=True, proba=proba)
+
+
+def _float64_exit_values(outputs: np.ndarray) -> np.ndarray:
+    """A float64 copy of ``outputs`` in :func:`exit_log_proba`'s layout."""
+    order: Literal["C", "F"] = _exit_order(outputs.shape[-1]) if np.ndim(outputs) == 2 else "C"
+    return np.array(outputs, dtype=np.float64, order=order)
 
 
 def exit_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
@@ -202,6 +211,8 @@ def exit_proba(outputs: np.ndarray, input_type: str = "logits") -> np.ndarray:
     ``input_type="proba"``. What the policies predict from (:func:`exit_predictions`),
     return (``predict_proba``) and read as features; laid out as :func:`exit_log_proba`.
     """
+    if input_type == "proba":  # as given: no logarithms to spend
+        return _float64_exit_values(outputs)
     return exit_log_proba_and_proba(outputs, input_type)[1]
 
 
