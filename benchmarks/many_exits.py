@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from _provenance import Provenance
 from joblib import Parallel, delayed
+from scipy import stats
 from tqdm import tqdm
 
 from eenet_sklearn import AnytimeEnsemble, FixedExitPolicy
@@ -253,8 +254,7 @@ def fit_time_table(timing: list[dict], summary: dict) -> list[str]:
 
 def paired_se(a: list[int], b: list[int]) -> float:
     """Standard error of the mean of ``a - b`` (per-sample correctness): the noise of an accuracy margin."""
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    return float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    return float(stats.sem(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)))
 
 
 def decompose(oracle: dict, policy: dict) -> dict:
