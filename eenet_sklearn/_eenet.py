@@ -16,7 +16,6 @@ from ._decider import one_thread, padded_rows, row_product
 from ._features import (
     check_confidence,
     exit_features,
-    exit_log_proba,
     feature_state_names,
     initial_feature_state,
     n_features,
@@ -309,8 +308,7 @@ class EarlyExitPolicy(BaseExitPolicy):
         return self._train_device() == "cuda" and gpu_available()
 
     def _fit_policy(self, outputs: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_proba = exit_log_proba(outputs, self.input_type)
-        features = exit_features(log_proba, self._confidence, self.class_scores)
+        features = exit_features(outputs, self.input_type, self._confidence, self.class_scores)
         target = correct.astype(np.float32)
         rng = check_random_state(self.random_state)
         # (accuracy, scorer, its NumPy heads, mean exit log-weights, scores, quotas) of the

@@ -389,52 +389,33 @@ def margin(proba: np.ndarray) -> np.ndarray:
     return top - np.where(tied, top, second)
 
 
-def voting(proba: np.ndarray) -> np.ndarray:
-    """Agreement among the exits seen so far.
-
-    Entry ``[n, k]`` is the fraction of exits ``0..k`` whose argmax equals the most
-    common argmax among them (1 when all agree; ``1 / (k + 1)`` when all differ).
-    """
-    n_samples, n_exits, _ = proba.shape
-    predictions = proba.argmax(axis=-1)
-    # agree[j]: among the exits seen so far, how many predict what exit j predicts.
-    agree = np.zeros((n_exits, n_samples), dtype=np.int32)
-    votes = np.empty((n_samples, n_exits), dtype=np.int32)
-    for k in range(n_exits):
-        agree[k] = 1
-        for j in range(k):
-            same = predictions[:, j] == predictions[:, k]
-            agree[j] += same
-            agree[k] += same
-        votes[:, k] = agree[: k + 1].max(axis=0)
-    seen = np.arange(1, n_exits + 1, dtype=proba.dtype)
-    return votes / seen
-
-
 _MEASURE_FUNCTIONS = {
     "max_prob": max_prob,
     "entropy": entropy_confidence,
-    "voting": voting,
     "margin": margin,
 }
 
 
 def exit_features(
-    log_proba: np.ndarray,
+    outputs: np.ndarray,
+    input_type: str = "logits",
     confidence: Sequence[str] = ("max_prob", "entropy", "voting"),
     class_scores: bool = True,
 ) -> np.ndarray:
     """Stack the chosen confidence measures and class-wise scores per exit.
 
-    The features the learned scorers read are probabilities (bounded, as a network's
-    inputs should be), computed from the per-exit log-probabilities the policies read:
-    what EENet's scorer trains on (in float32, as torch trains); prediction computes
-    the same features exit by exit, in float64 (:func:`step_features`).
+    What EENet's scorer trains on (in float32, as torch trains): the features
+    prediction computes exit by exit (:func:`step_exit_features`, in float64), exit
+    after exit over all the rows, then rounded to float32. The scorer is so trained on
+    exactly what it reads at prediction.
 
     Parameters
     ----------
-    log_proba : ndarray of shape (n_samples, n_exits, n_classes)
-        Per-exit class log-probabilities (:func:`exit_log_proba`); ``-inf`` allowed.
+    outputs : ndarray of shape (n_samples, n_exits, n_classes)
+        Validated (finite) per-exit logits, or probabilities with
+        ``input_type="proba"``.
+    input_type : {"logits", "proba"}
+        What ``outputs`` holds.
     confidence : sequence of str
         Names from :data:`CONFIDENCE_MEASURES`, stacked in the given order.
     class_scores : bool
@@ -445,14 +426,16 @@ def exit_features(
     ndarray of shape (n_samples, n_exits, n_features)
         ``float32`` features; entry ``[:, k]`` depends on exits ``0..k`` only.
     """
+    log_proba, proba = exit_log_proba_and_proba(outputs, input_type)
     n_samples, n_exits, n_classes = log_proba.shape
-    width = n_features(n_classes, confidence, class_scores)
-    out = np.empty((n_samples, n_exits, width), dtype=np.float32)
-    proba = np.exp(log_proba)
-    for i, name in enumerate(confidence):
-        out[..., i] = _MEASURE_FUNCTIONS[name](proba)
-    if class_scores:
-        out[..., len(confidence) :] = proba
+    step = np.empty((n_samples, n_features(n_classes, confidence, class_scores)), dtype=np.float64)
+    out = np.empty((n_samples, n_exits, step.shape[1]), dtype=np.float32)
+    state = initial_feature_state(n_samples, n_classes, confidence)
+    for k in range(n_exits):
+        _, state = step_exit_features(
+            k, proba[:, k], log_proba[:, k], state, confidence, class_scores, out=step
+        )
+        out[:, k] = step
     return out
 
 
@@ -534,8 +517,9 @@ def step_votes(
     Returns
     -------
     voting : ndarray of shape (n_samples,), float64
-        :func:`voting` at exit ``k``: the largest vote count over exits ``0..k``,
-        divided by ``k + 1``.
+        The agreement among exits ``0..k``: the largest vote count (how many of
+        them predict the most common class) divided by ``k + 1``; 1 when all agree,
+        ``1 / (k + 1)`` when all differ.
     votes, top_vote : ndarray
         The counts including exit ``k`` (new arrays; the inputs are left alone).
     """

@@ -13,13 +13,15 @@ from eenet_sklearn._features import (
     exit_log_proba,
     exit_log_proba_and_proba,
     exit_proba,
+    exit_step_inputs,
+    initial_feature_state,
     log_softmax,
     margin,
     max_prob,
     max_prob_logit,
     n_features,
     softmax,
-    voting,
+    step_exit_features,
 )
 
 # A tiny hand-made example: N=2 samples, K=3 exits, C=3 classes.
@@ -90,9 +92,13 @@ def test_entropy_confidence_is_safe_with_exact_zeros(dtype):
     np.testing.assert_allclose(got, [[1.0, 0.5, 0.0]], atol=1e-6)  # log 2 / log 4 = 1/2
 
 
+def _voting(proba):
+    return exit_features(proba, "proba", ("voting",), class_scores=False)[..., 0]
+
+
 def test_voting_by_hand():
     # sample 0: argmaxes 0, 0, 1 -> 1/1, 2/2, 2/3; sample 1: 0, 1, 2 -> 1/1, 1/2, 1/3
-    np.testing.assert_allclose(voting(PROBA), [[1.0, 1.0, 2 / 3], [1.0, 0.5, 1 / 3]])
+    np.testing.assert_allclose(_voting(PROBA), [[1.0, 1.0, 2 / 3], [1.0, 0.5, 1 / 3]])
 
 
 def test_voting_counts_the_most_common_not_the_latest():
@@ -100,22 +106,20 @@ def test_voting_counts_the_most_common_not_the_latest():
     labels = [0, 1, 0, 1, 1]
     proba = np.full((1, 5, 2), 0.2)
     proba[0, np.arange(5), labels] = 0.8
-    np.testing.assert_allclose(voting(proba), [[1.0, 0.5, 2 / 3, 0.5, 3 / 5]])
+    np.testing.assert_allclose(_voting(proba), [[1.0, 0.5, 2 / 3, 0.5, 3 / 5]], rtol=1e-7)
 
 
 def test_exit_features_layout_by_hand():
-    # The features are probabilities, computed from the log-probabilities policies read.
-    with np.errstate(divide="ignore"):
-        log_proba = np.log(PROBA)
-    features = exit_features(log_proba, ("max_prob", "entropy", "voting", "margin"), class_scores=True)
+    # The features are probabilities, computed from the outputs as the policies read them.
+    features = exit_features(PROBA, "proba", ("max_prob", "entropy", "voting", "margin"), class_scores=True)
     assert features.shape == (2, 3, n_features(3, ("a", "b", "c", "d"), True)) == (2, 3, 7)
     assert features.dtype == np.float32
     np.testing.assert_allclose(features[..., 0], max_prob(PROBA), rtol=1e-6)
     np.testing.assert_allclose(features[..., 1], entropy_confidence(PROBA), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(features[..., 2], voting(PROBA), rtol=1e-6)
+    np.testing.assert_allclose(features[..., 2], [[1.0, 1.0, 2 / 3], [1.0, 0.5, 1 / 3]], rtol=1e-6)
     np.testing.assert_allclose(features[..., 3], margin(PROBA), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(features[..., 4:], PROBA, rtol=1e-6)
-    assert exit_features(log_proba, ("voting",), class_scores=False).shape == (2, 3, 1)
+    assert exit_features(PROBA, "proba", ("voting",), class_scores=False).shape == (2, 3, 1)
 
 
 @pytest.mark.parametrize("k", [0, 1, 2])
@@ -123,15 +127,32 @@ def test_exit_features_are_causal(k):
     """Column k of the features must not change when exits after k change."""
     rng = np.random.default_rng(1)
     n, n_exits, n_classes = 200, 4, 5
-    log_proba = log_softmax(rng.normal(scale=2.0, size=(n, n_exits, n_classes)))
-    altered = log_proba.copy()
-    altered[:, k + 1 :] = log_softmax(rng.normal(scale=5.0, size=(n, n_exits - k - 1, n_classes)))
+    logits = rng.normal(scale=2.0, size=(n, n_exits, n_classes))
+    altered = logits.copy()
+    altered[:, k + 1 :] = rng.normal(scale=5.0, size=(n, n_exits - k - 1, n_classes))
     names = ("max_prob", "entropy", "voting", "margin")
-    before = exit_features(log_proba, names)
-    after = exit_features(altered, names)
+    before = exit_features(logits, "logits", names)
+    after = exit_features(altered, "logits", names)
     np.testing.assert_array_equal(before[:, : k + 1], after[:, : k + 1])
     # The alteration is real: later columns do change.
     assert not np.array_equal(before[:, k + 1 :], after[:, k + 1 :])
+
+
+@pytest.mark.parametrize("n_rows", [1, 63, 64, 500])
+def test_training_features_are_the_prediction_features_rounded(n_rows):
+    """EENet trains on exit_features; prediction computes each exit's features from that
+    exit's outputs alone (exit_step_inputs, step_exit_features): the same float64 values
+    before the training copy is rounded to float32, whatever the number of rows."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(scale=3.0, size=(n_rows, 4, 6)).astype(np.float32)
+    logits[0, 1] = [2.0, 2.0, 0.0, 0.0, -1.0, 1.0]  # a tie at the top
+    names = ("max_prob", "entropy", "voting", "margin")
+    features = exit_features(logits, "logits", names, class_scores=True)
+    state = initial_feature_state(n_rows, 6, names)
+    for k in range(4):
+        log_proba, proba = exit_step_inputs(logits[:, k], "logits", proba=True)
+        step, state = step_exit_features(k, proba, log_proba, state, names, True)
+        np.testing.assert_array_equal(features[:, k], step.astype(np.float32))
 
 
 # --- Log-domain exit scores: confidences that do not saturate ------------------------------

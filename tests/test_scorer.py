@@ -227,14 +227,14 @@ def test_prediction_scores_equal_the_scorer_module_forward():
     """EarlyExitPolicy evaluates its heads in a batched layout of its own; it must give
     the scores of ExitScorer.utility_logits (up to float32 rounding)."""
     from eenet_sklearn import EarlyExitPolicy
-    from eenet_sklearn._features import exit_features, log_softmax
+    from eenet_sklearn._features import exit_features
     from eenet_sklearn.datasets import load_exit_logits
 
     data = load_exit_logits("fashion_cnn4")
     logits, labels = data.val_logits[:3000], data.val_labels[:3000]
     policy = EarlyExitPolicy(costs=data.costs, budget=0.3, max_epochs=3, random_state=0)
     policy.fit(logits, labels)
-    features = exit_features(log_softmax(data.test_logits), policy.confidence, policy.class_scores)
+    features = exit_features(data.test_logits, "logits", policy.confidence, policy.class_scores)
     with torch.inference_mode():
         expected = torch.sigmoid(policy.scorer_.module_.utility_logits(torch.from_numpy(features)))
     np.testing.assert_allclose(policy.exit_scores(data.test_logits), expected.numpy(), atol=1e-5)
