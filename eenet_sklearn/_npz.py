@@ -24,7 +24,7 @@ from typing import IO
 import numpy as np
 from numpy.lib import format as npy_format
 
-__all__ = ["NpzReader", "open_npz"]
+__all__ = ["NpzReader", "open_npz", "starts_as_zip"]
 
 #: Deflate expands at most about 1032 times; a member claiming more than this many bytes per
 #: compressed byte is a lie (or a bomb) and is refused before anything is allocated.
@@ -34,6 +34,8 @@ _HEADER_READERS = {
     (1, 0): npy_format.read_array_header_1_0,
     (2, 0): npy_format.read_array_header_2_0,
 }
+#: How a zip archive starts: a member's local header, or the end record of an empty archive.
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
 #: Arrays are read in blocks of this many bytes, so that reading one needs no second copy of it.
 _READ_BLOCK = 1 << 24
 #: Array kinds a data or policy file may hold: booleans, integers, floats, bytes and text.
@@ -61,6 +63,11 @@ class NpzReader:
         self._archive = archive
         self._path = path
         self._infos = {info.filename: info for info in archive.infolist()}
+        if len(self._infos) != len(archive.infolist()):
+            # Which one a reader gets then depends on the tool: zipfile takes the last.
+            names = [info.filename for info in archive.infolist()]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"{path} holds several members named {', '.join(map(repr, twice))}")
         self._size = Path(path).stat().st_size
         self.files = [name[: -len(".npy")] for name in self._infos if name.endswith(".npy")]
 
@@ -70,6 +77,20 @@ class NpzReader:
     def member_names(self) -> list[str]:
         """Every member of the archive, ``.npy`` or not, in the archive's order."""
         return list(self._infos)
+
+    def check_stored(self) -> None:
+        """Refuse compressed members: each then holds exactly the bytes the file does.
+
+        For files this library writes uncompressed (policy files), so that a small file
+        cannot expand into a large allocation (a deflated member may claim ~1000 times its
+        size).
+        """
+        compressed = [name for name, info in self._infos.items() if info.compress_type != zipfile.ZIP_STORED]
+        if compressed:
+            raise ValueError(
+                f"{self._path}: members {', '.join(map(repr, compressed))} are compressed; this file "
+                "type is written and read uncompressed"
+            )
 
     def read_bytes(self, name: str, max_size: int) -> bytes:
         """The raw bytes of member ``name`` (not an array), refused above ``max_size`` bytes.
@@ -182,6 +203,19 @@ class NpzReader:
             raise ValueError(f"{self._path}: member {name!r} is damaged ({exc})") from None
 
 
+def starts_as_zip(path: str | Path) -> bool:
+    """Whether the file starts as a zip archive (an ``.npz``), reading its first four bytes only.
+
+    ``False`` for a file that cannot be read. ``numpy.load`` tells an ``.npz`` from a pickle
+    this way; so do :func:`open_npz` and the command line.
+    """
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) in _ZIP_STARTS
+    except OSError:
+        return False
+
+
 @contextmanager
 def open_npz(path: str | Path) -> Iterator[NpzReader]:
     """Open a ``.npz`` archive for checked reading.
@@ -200,13 +234,23 @@ def open_npz(path: str | Path) -> Iterator[NpzReader]:
     ------
     FileNotFoundError
         If there is no such file.
+    IsADirectoryError
+        If ``path`` is a folder.
     ValueError
-        If the file is not a zip archive (or is truncated: a zip archive's directory is
-        at its end), naming the file.
+        If the file does not start as a zip archive (data before the archive, as in a
+        pickle with an archive appended, is refused as ``numpy.load`` refuses it), is not
+        one, or is truncated (a zip archive's directory is at its end), or holds two
+        members of one name; naming the file.
     """
     path = str(path)
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a .npz file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    if not starts_as_zip(path):
+        # zipfile would find an archive after other data (a pickle, say), where numpy.load
+        # and this library's command line see no archive: one answer for every reader.
+        raise ValueError(f"{path} is not a NumPy .npz archive: it does not start as a zip archive")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:

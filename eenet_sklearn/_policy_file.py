@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,10 +35,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from ._anytime import AnytimeEnsemble
+from ._atomic import atomic_write
 from ._baselines import EntropyPolicy, FixedExitPolicy, LearnedScorePolicy, MaxProbPolicy, PatiencePolicy
 from ._eenet import EarlyExitPolicy
 from ._features import check_confidence, n_features
-from ._npz import open_npz
+from ._npz import open_npz, starts_as_zip
 from ._risk_control import RiskControlledPolicy
 from .base import BaseExitPolicy
 
@@ -52,6 +52,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 #: A manifest larger than this is refused before it is read.
 _MAX_MANIFEST_BYTES = 16 << 20
+#: The manifest's inline values may take this many bytes in memory, plus 16 per byte of it.
+_MIN_INLINE_BYTES = 1 << 20
 
 #: The policy classes a file may name: the allow-list. Adding a policy class is one entry.
 _POLICY_CLASSES: dict[str, type] = {
@@ -120,6 +122,7 @@ class _Writer:
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         self.replaced: list[str] = []
+        self.converted: list[str] = []
 
     def value(self, value: object, where: str) -> Any:
         if value is None or isinstance(value, (bool, str)):
@@ -148,6 +151,12 @@ class _Writer:
             return self.policy(value, where)  # type: ignore[arg-type]
         if type(value) in _ESTIMATOR_CLASSES.values():
             return self._estimator(value, where)
+        if hasattr(value, "__array__") and not isinstance(value, type):
+            # An array-like (a pandas Series of costs, say) is written as the array it holds.
+            array = np.asarray(value)
+            if array.dtype.kind in "biufU":
+                self.converted.append(f"{where} ({type(value).__name__})")
+                return self._array(array, where)
         raise _Unwritable(where, value)
 
     def policy(self, policy: BaseExitPolicy, where: str) -> dict[str, Any]:
@@ -239,7 +248,7 @@ def _checksum(manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> 
         array = np.ascontiguousarray(arrays[name])
         header = json.dumps([name, array.dtype.str, list(array.shape)]).encode()
         digest.update(len(header).to_bytes(8, "little") + header)
-        digest.update(array.tobytes())
+        digest.update(array.reshape(-1).view(np.uint8).data)  # the bytes, without a copy
     return digest.hexdigest()
 
 
@@ -265,7 +274,8 @@ def save_policy(policy: BaseExitPolicy, path: str | os.PathLike[str]) -> None:
         or :class:`~eenet_sklearn.AnytimeEnsemble` (its weights and the wrapped fitted
         policy) of them. ``policy`` is not changed.
     path : str or os.PathLike
-        Where to write it; an existing file is replaced.
+        Where to write it; an existing file is replaced (keeping its permissions; a new
+        file gets the umask's, as ``open`` gives), a symbolic link written through.
 
     Raises
     ------
@@ -276,12 +286,17 @@ def save_policy(policy: BaseExitPolicy, path: str | os.PathLike[str]) -> None:
         cannot (a ``LearnedScorePolicy`` whose classifier is not a ``LogisticRegression``):
         the message names it. Such a policy can be saved with ``joblib.dump``, a pickle,
         which runs code when loaded: load those only from sources you trust.
+    FileNotFoundError
+        If the folder of ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a folder.
 
     Warns
     -----
     UserWarning
         If ``random_state`` is a ``RandomState`` instance: it does not affect prediction
-        and is written as ``None``.
+        and is written as ``None``. If a value is an array-like other than a NumPy array
+        (``costs`` as a pandas Series): it is written, and loads, as a NumPy array.
 
     See Also
     --------
@@ -326,6 +341,13 @@ def save_policy(policy: BaseExitPolicy, path: str | os.PathLike[str]) -> None:
             "joblib.dump(policy, path) instead: a pickle, which runs code when it is loaded, so "
             "load such a file only if you trust where it comes from."
         ) from None
+    if writer.converted:
+        warnings.warn(
+            f"{', '.join(writer.converted)} written as NumPy arrays: loaded, they are arrays (the "
+            "decisions are the same)",
+            UserWarning,
+            stacklevel=2,
+        )
     for replaced in writer.replaced:
         warnings.warn(
             f"{replaced} cannot be written to a policy file and does not affect prediction: it is "
@@ -362,21 +384,15 @@ def _pretty_json(value: Any, indent: str = "") -> str:
 
 
 def _write_atomically(path: Path, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write the archive under a temporary name in ``path``'s folder, then rename it into place."""
+    """Write the archive whole or not at all (:func:`~eenet_sklearn._atomic.atomic_write`)."""
     import zipfile
 
     text = _pretty_json(manifest) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr(MANIFEST, text)
-            for name, array in arrays.items():
-                with archive.open(name, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, array, allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(MANIFEST, text)
+        for name, array in arrays.items():
+            with archive.open(name, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 # --- Reading -------------------------------------------------------------------------------
@@ -385,9 +401,12 @@ def _write_atomically(path: Path, manifest: Mapping[str, Any], arrays: Mapping[s
 class _Reader:
     """Builds values from manifest nodes, with the arrays read from the members."""
 
-    def __init__(self, path: str, arrays: Mapping[str, np.ndarray]):
+    def __init__(self, path: str, arrays: Mapping[str, np.ndarray], inline_bytes: int):
         self.path = path
         self.arrays = arrays
+        # What the manifest's own values may take in memory: a small multiple of its size.
+        # (A text dtype is as wide as its node says: "<U500000000" would make each value 2 GB.)
+        self.inline_bytes_left = inline_bytes
 
     def error(self, where: str, problem: str) -> PolicyFileError:
         return PolicyFileError(f"{self.path}: {where}: {problem}")
@@ -409,10 +428,11 @@ class _Reader:
             pairs = self._list(node, "items", where)
             if not all(isinstance(pair, list) and len(pair) == 2 for pair in pairs):
                 raise self.error(where, "a dict's items must be [key, value] pairs")
-            return {
-                self.value(key, where): self.value(value, f"{where}.{i}")
-                for i, (key, value) in enumerate(pairs)
-            }
+            keys = [self.value(key, f"{where}.key{i}") for i, (key, _) in enumerate(pairs)]
+            if not all(key is None or isinstance(key, (bool, int, float, str)) for key in keys):
+                raise self.error(where, "a dict's keys must be text, numbers, booleans or null")
+            values = [self.value(value, f"{where}.{i}") for i, (_, value) in enumerate(pairs)]
+            return dict(zip(keys, values, strict=True))
         if kind == "scalar":
             dtype = self._dtype(node, where)
             return self._values(np.asarray([node.get("value")], dtype=object), dtype, where)[0]
@@ -458,7 +478,9 @@ class _Reader:
 
     def _array(self, node: dict, where: str) -> np.ndarray:
         shape = node.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
             raise self.error(where, f"bad shape {shape!r}")
         if node.get("dtype") == "object":
             values = self._list(node, "values", where)
@@ -499,12 +521,25 @@ class _Reader:
         }[kind]
         if not all(ok(value) for value in flat):
             raise self.error(where, f"values that are not {dtype}")
-        if kind == "f":
-            flat = np.array([_FLOAT_WORDS.get(v, v) if isinstance(v, str) else v for v in flat], dtype=object)
+        self.inline_bytes_left -= flat.size * dtype.itemsize
+        if self.inline_bytes_left < 0:
+            raise self.error(
+                where,
+                f"{flat.size} values of {dtype} would take more memory than a manifest of this size "
+                "can hold (a text dtype much wider than its values?)",
+            )
         try:
-            return flat.astype(dtype)
+            if kind != "f":
+                return flat.astype(dtype)
+            numbers = [_FLOAT_WORDS.get(v, v) if isinstance(v, str) else v for v in flat]
+            values = np.array(numbers, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                result = values.astype(dtype)
         except (OverflowError, ValueError) as exc:
             raise self.error(where, f"values that are not {dtype} ({exc})") from None
+        if not np.array_equal(np.isfinite(result), np.isfinite(values)):
+            raise self.error(where, f"values too large for {dtype}")
+        return result
 
     def _dtype(self, node: dict, where: str) -> np.dtype:
         try:
@@ -536,11 +571,7 @@ def looks_like_policy_file(path: str | os.PathLike[str]) -> bool:
     what is wrong with a zip archive that is not a valid policy file (a truncated one, a data
     file); a pickle or joblib file never starts this way.
     """
-    try:
-        with open(path, "rb") as file:
-            return file.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-    except OSError:
-        return False
+    return starts_as_zip(os.fspath(path))
 
 
 def load_policy(path: str | os.PathLike[str]) -> BaseExitPolicy:
@@ -569,11 +600,17 @@ def load_policy(path: str | os.PathLike[str]) -> BaseExitPolicy:
     ------
     FileNotFoundError
         If there is no such file.
+    IsADirectoryError
+        If ``path`` is a folder.
     PolicyFileError
-        If the file is not a policy file, is truncated or damaged, fails its checksum
-        (changed since it was written), was written by a newer format version, names a
-        class outside the allow-list, or holds attributes of the wrong dtype or shape. The
-        message names the file and the problem.
+        If the file is not a policy file (nor starts as one: a pickle with a policy file
+        appended is refused, as ``numpy.load`` refuses it), is truncated or damaged, fails
+        its checksum (changed since it was written), was written by a newer format version,
+        names a class outside the allow-list, or holds attributes of the wrong dtype or
+        shape; if what a reviewer reads could differ from what loads (a key or a member
+        twice); or if it could make loading allocate far more than its own size
+        (compressed members, a text dtype far wider than its values). The message names
+        the file and the problem.
 
     See Also
     --------
@@ -593,10 +630,12 @@ def load_policy(path: str | os.PathLike[str]) -> BaseExitPolicy:
     path = os.fspath(path)
     try:
         with open_npz(path) as reader:
+            reader.check_stored()
             names = reader.member_names()
             if MANIFEST not in names:
                 raise PolicyFileError(f"{path} is not a policy file: it has no {MANIFEST}")
-            manifest = _read_manifest(path, reader.read_bytes(MANIFEST, _MAX_MANIFEST_BYTES))
+            text = reader.read_bytes(MANIFEST, _MAX_MANIFEST_BYTES)
+            manifest = _read_manifest(path, text)
             declared = manifest["arrays"]
             members = set(names) - {MANIFEST}
             if members != set(declared):
@@ -624,9 +663,17 @@ def load_policy(path: str | os.PathLike[str]) -> BaseExitPolicy:
             f"{path}: checksum mismatch: the file was changed or damaged after it was written"
         )
     try:
-        policy = _Reader(path, arrays).policy(manifest["policy"], "policy")
+        builder = _Reader(path, arrays, _MIN_INLINE_BYTES + 16 * len(text))
+        policy = builder.policy(manifest["policy"], "policy")
     except RecursionError:
         raise PolicyFileError(f"{path}: {MANIFEST} is nested too deeply") from None
+    except PolicyFileError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        # What the checks above did not foresee is still a damaged file, not a crash.
+        raise PolicyFileError(
+            f"{path}: {MANIFEST} holds values no policy can be built from ({exc})"
+        ) from None
     _check_fitted(policy, path)
     return policy
 
@@ -637,8 +684,27 @@ def _read_manifest(path: str, text: bytes) -> dict[str, Any]:
     def refuse_constant(word: str) -> None:
         raise ValueError(f"non-standard JSON constant {word}")
 
+    def finite(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise ValueError(f"number {number} is out of range")
+        return value
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # A reviewer reading the text sees the first of two equal keys; json keeps the last.
+        content = dict(pairs)
+        if len(content) != len(pairs):
+            keys = [key for key, _ in pairs]
+            raise ValueError(f"duplicate key {next(key for key in keys if keys.count(key) > 1)!r}")
+        return content
+
     try:
-        manifest = json.loads(text.decode("utf-8"), parse_constant=refuse_constant)
+        manifest = json.loads(
+            text.decode("utf-8"),
+            parse_constant=refuse_constant,
+            parse_float=finite,
+            object_pairs_hook=unique_keys,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PolicyFileError(f"{path}: {MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:

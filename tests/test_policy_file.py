@@ -401,3 +401,157 @@ def test_warnings_are_not_raised_by_a_clean_round_trip(
         warnings.simplefilter("error")
         save_policy(fitted["learned-score"], tmp_path / "policy.npz")
         load_policy(tmp_path / "policy.npz")
+
+
+# --- files built to make loading misbehave (a reviewer's attacks) ------------------------------
+
+
+def _add_inline_text(manifest: dict, arrays: dict) -> None:
+    # 1.2 kB on disk; read as written, 6 GB in memory.
+    node = {"type": "array", "dtype": "<U500000000", "shape": [3], "values": list("abc")}
+    _fitted_node(manifest)["note_"] = node
+
+
+def _add_inline_text_scalar(manifest: dict, arrays: dict) -> None:
+    _fitted_node(manifest)["note_"] = {"type": "scalar", "dtype": "<U500000000", "value": "x"}
+
+
+def _add_a_list_as_dict_key(manifest: dict, arrays: dict) -> None:
+    _fitted_node(manifest)["extra_"] = {"type": "dict", "items": [[[1, 2], 3]]}
+
+
+def _add_a_boolean_to_a_shape(manifest: dict, arrays: dict) -> None:
+    _fitted_node(manifest)["thresholds_"]["shape"] = [True]
+
+
+def _overflow_half_floats(manifest: dict, arrays: dict) -> None:
+    node = _fitted_node(manifest)["thresholds_"]
+    node["dtype"] = "<f2"
+    node["values"] = [1e6] * (len(node["values"]) - 1) + ["-inf"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (_add_inline_text, "would take more memory than a manifest of this size can hold"),
+        (_add_inline_text_scalar, "would take more memory than a manifest of this size can hold"),
+        (_add_a_list_as_dict_key, "a dict's keys must be text, numbers"),
+        (_add_a_boolean_to_a_shape, r"bad shape \[True\]"),
+        (_overflow_half_floats, "values too large for float16"),
+    ],
+)
+def test_a_forged_manifest_cannot_allocate_or_crash(
+    edit: Callable, problem: str, mnist: Bunch, tmp_path: Path
+) -> None:
+    path = tmp_path / "policy.npz"
+    save_policy(MaxProbPolicy(costs=mnist.costs, budget=0.03).fit(mnist.X, mnist.y), path)
+    _forge(path, edit)
+    with pytest.raises(PolicyFileError, match=problem) as error:
+        load_policy(path)
+    assert str(path) in str(error.value)
+
+
+def test_what_a_reviewer_reads_is_what_loads(mnist: Bunch, tmp_path: Path) -> None:
+    """A key or a member given twice: a reader of the text sees the first, json and zipfile
+    keep the last. Refused, so that no file reads one way and loads another."""
+    path = tmp_path / "policy.npz"
+    save_policy(MaxProbPolicy(costs=mnist.costs, budget=0.03).fit(mnist.X, mnist.y), path)
+    manifest, _ = _members(path)
+    honest = json.dumps(_fitted_node(manifest)["thresholds_"])
+    _fitted_node(manifest)["thresholds_"]["values"] = ["-inf"] * len(mnist.costs)
+    evil = json.dumps(_fitted_node(manifest)["thresholds_"])
+    manifest["sha256"] = _checksum(manifest, {})
+    twice = f'"thresholds_": {honest}, "thresholds_": {evil}'
+    text = json.dumps(manifest).replace(f'"thresholds_": {evil}', twice)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("manifest.json", text)
+    with pytest.raises(PolicyFileError, match="duplicate key 'thresholds_'"):
+        load_policy(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("manifest.json", json.dumps(manifest).replace(evil, honest))
+            archive.writestr("manifest.json", json.dumps(manifest))
+    with pytest.raises(PolicyFileError, match=r"holds several members named 'manifest\.json'"):
+        load_policy(path)
+
+
+def test_out_of_range_numbers_in_the_manifest_are_refused(mnist: Bunch, tmp_path: Path) -> None:
+    path = tmp_path / "policy.npz"
+    save_policy(MaxProbPolicy(costs=mnist.costs, budget=0.03).fit(mnist.X, mnist.y), path)
+    manifest, _ = _members(path)
+    text = json.dumps(manifest).replace('"n_classes_": 10', '"n_classes_": 10, "x_": 1e400')
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("manifest.json", text)
+    with pytest.raises(PolicyFileError, match="number 1e400 is out of range"):
+        load_policy(path)
+
+
+def test_a_pickle_with_a_policy_file_appended_is_not_a_policy_file(mnist: Bunch, tmp_path: Path) -> None:
+    """zipfile finds an archive after other data; numpy.load and the command line see a pickle."""
+    plain = tmp_path / "plain.npz"
+    save_policy(MaxProbPolicy(costs=mnist.costs, budget=0.03).fit(mnist.X, mnist.y), plain)
+    both = tmp_path / "both.npz"
+    both.write_bytes(pickle.dumps({"any": "pickle"}) + plain.read_bytes())
+    assert zipfile.is_zipfile(both)
+    with pytest.raises(PolicyFileError, match="does not start as a zip archive"):
+        load_policy(both)
+
+
+def test_compressed_members_are_refused_before_they_expand(mnist: Bunch, tmp_path: Path) -> None:
+    """A deflated member may claim a thousand times its size: 800 MB from under 1 MB."""
+    path = tmp_path / "policy.npz"
+    save_policy(MaxProbPolicy(costs=mnist.costs, budget=0.03).fit(mnist.X, mnist.y), path)
+    manifest, _ = _members(path)
+    zeros = np.zeros(10**6)  # 8 MB of zeros, about 8 kB deflated
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(manifest))
+        archive.writestr("bomb.npy", _npy(zeros))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(PolicyFileError, match="are compressed; this file type is written and read"):
+        load_policy(path)
+
+
+def test_a_saved_file_gets_the_permissions_writing_in_place_would(mnist: Bunch, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    policy = MaxProbPolicy(costs=mnist.costs, budget=0.03).fit(mnist.X, mnist.y)
+    previous = os.umask(0o022)
+    try:
+        new = tmp_path / "new.npz"
+        save_policy(policy, new)
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # not mkstemp's 0o600
+        new.chmod(0o640)
+        save_policy(policy, new)
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640  # the replaced file's
+    finally:
+        os.umask(previous)
+    # A symbolic link is written through, as open() does; it stays a link.
+    link = tmp_path / "current.npz"
+    link.symlink_to(new)
+    save_policy(policy, link)
+    assert link.is_symlink() and load_policy(new).costs_.tolist() == policy.costs_.tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current.npz", "new.npz"]  # no temporary left
+    with pytest.raises(FileNotFoundError, match=r"no such folder: .*missing \(to write"):
+        save_policy(policy, tmp_path / "missing" / "policy.npz")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        save_policy(policy, tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_policy(tmp_path)
+
+
+def test_array_like_parameters_are_written_as_arrays(mnist: Bunch, tmp_path: Path) -> None:
+    class Costs:  # an array-like, as a pandas Series is
+        def __init__(self, values):
+            self.values = np.asarray(values)
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values if dtype is None else self.values.astype(dtype)
+
+    policy = MaxProbPolicy(costs=Costs(mnist.costs), budget=0.03).fit(mnist.X, mnist.y)
+    with pytest.warns(UserWarning, match=r"policy\.params\.costs \(Costs\) written as NumPy arrays"):
+        save_policy(policy, tmp_path / "policy.npz")
+    loaded = load_policy(tmp_path / "policy.npz")
+    assert isinstance(loaded.costs, np.ndarray)
+    assert_array_equal(loaded.predict_exit(mnist.X_test), policy.predict_exit(mnist.X_test))
