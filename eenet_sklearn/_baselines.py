@@ -16,14 +16,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_scalar
 
+from ._decider import row_product
 from ._features import (
     _class_argmax,
     check_confidence,
@@ -195,12 +197,56 @@ class _FittedClassifier(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 
 
-def _positive_proba(estimator: _FittedClassifier, inputs: np.ndarray) -> np.ndarray:
-    """Probability of class 1 ("exit is right"); 0 when the estimator never saw a 1."""
+#: What an exit's score is computed from (:func:`_score_form`): a constant, a logistic
+#: regression's weights as a float64 ``(n_inputs, 1)`` column and its intercept, or a
+#: classifier asked for its ``predict_proba``.
+_ScoreForm = float | tuple[np.ndarray, float] | _FittedClassifier
+
+
+def _score_form(estimator: Any) -> _ScoreForm:
+    """The form :func:`_positive_proba` computes the scores of an entry of ``estimators_`` from.
+
+    The classifiers the library chooses are scored here, each row from that row alone:
+    one that never saw a 1 ("exit is right") scores 0, a ``DummyClassifier(strategy=
+    "prior")`` the prior of 1, a binary ``LogisticRegression`` ``expit`` of its decision
+    value (its ``predict_proba``), from its weights and intercept. Any other classifier
+    is returned as it is (hence ``Any``: what is read depends on the class).
+    """
     classes = list(estimator.classes_)
     if 1 not in classes:
-        return np.zeros(inputs.shape[0])
-    return estimator.predict_proba(inputs)[:, classes.index(1)]
+        return 0.0
+    if type(estimator) is DummyClassifier and estimator.strategy == "prior":
+        return float(estimator.class_prior_[classes.index(1)])
+    # Where scikit-learn still has multi_class, "multinomial" gives softmax([-d, d]) instead.
+    if (
+        type(estimator) is LogisticRegression
+        and len(classes) == 2
+        and getattr(estimator, "multi_class", "auto") != "multinomial"
+    ):
+        column = np.asarray(estimator.coef_, dtype=np.float64).reshape(-1, 1)
+        return column, float(np.reshape(estimator.intercept_, -1)[0])
+    return estimator
+
+
+def _positive_proba(form: _ScoreForm, inputs: np.ndarray) -> np.ndarray:
+    """Probability of class 1 ("exit is right") of each row of ``inputs``: float64.
+
+    For a form of :func:`_score_form` other than a classifier, every row's value is
+    computed from that row alone: ``expit`` of the decision value, a
+    :func:`~eenet_sklearn._decider.row_product` (scikit-learn's ``predict_proba`` to
+    about 1e-15, whose BLAS product rounds a row differently with the number of rows).
+    A classifier's own ``predict_proba`` otherwise, row-invariant or not as it is.
+    """
+    n_rows = inputs.shape[0]
+    if isinstance(form, float):
+        return np.full(n_rows, form)
+    if isinstance(form, tuple):
+        column, intercept = form
+        decision = row_product(inputs, column)[:n_rows, 0]
+        decision += intercept
+        return expit(decision)
+    proba = form.predict_proba(inputs)[:, list(form.classes_).index(1)]
+    return np.asarray(proba, dtype=np.float64)
 
 
 class LearnedScorePolicy(_GeometricQuotaPolicy):
@@ -224,6 +270,14 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
         Cloned once per exit; ``None`` means ``LogisticRegression(max_iter=1000)``.
         An exit that is right on every fitting sample (or on none) gets a constant
         score of 1 (or 0) instead, since no classifier can be fitted on one class.
+        The scores of a binary ``LogisticRegression`` (``expit`` of its decision
+        value) and of a ``DummyClassifier(strategy="prior")`` are computed here, each
+        row from that row alone, so decisions keep the batch invariance of
+        :class:`~eenet_sklearn.base.BaseExitPolicy`. Any other classifier's scores are
+        its ``predict_proba``, and a sample's exit is then independent of the other
+        rows of the call only as far as that ``predict_proba`` computes each row as
+        it would alone (a BLAS product, for one, rounds a row differently with the
+        number of rows).
     confidence : tuple of str, default=("max_prob", "entropy", "voting")
         Confidence measures the classifiers read; any of ``"max_prob"``,
         ``"entropy"``, ``"voting"``, ``"margin"``.
@@ -310,7 +364,8 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
             estimator = DummyClassifier(strategy="prior") if single else clone(base)
             estimator.fit(inputs, target)
             estimators.append(estimator)
-            state["scores"][:, k] = _positive_proba(estimator, inputs)
+            # As prediction scores (_exit_step), bit for bit: later exits learn from those scores.
+            state["scores"][:, k] = _positive_proba(_score_form(estimator), inputs)
         self.estimators_ = estimators
 
     def _step_state_names(self) -> tuple[str, ...]:
@@ -332,12 +387,12 @@ class LearnedScorePolicy(_GeometricQuotaPolicy):
         state["scores"] = state["scores"].copy()
         return np.hstack([features, state["scores"][:, :k]]), state
 
+    def _step_weights(self) -> list[_ScoreForm]:
+        return [_score_form(estimator) for estimator in self.estimators_]
+
     def _exit_step(self, k, log_proba, proba, state, weights):
-        # The classifier's own arithmetic (a BLAS product for LogisticRegression) may
-        # round a row differently with other rows; the thresholds lie halfway between
-        # fitting scores, so such an ulp decides no fitting sample differently.
         inputs, state = self._step_inputs(k, log_proba, proba, state)
-        scores = _positive_proba(self.estimators_[k], inputs).astype(np.float64)
+        scores = _positive_proba(weights[k], inputs)
         state["scores"][:, k] = scores
         return scores, state
 

@@ -15,6 +15,9 @@ from sklearn.utils.validation import column_or_1d
 
 INPUT_TYPES = ("logits", "proba")
 
+#: Float dtypes whose every value float64 holds: validated without a conversion.
+_FLOATS = (np.float16, np.float32, np.float64)
+
 #: What per-exit outputs must be, in error messages.
 EXIT_OUTPUTS = (
     "per-exit outputs, an array of real numbers of shape (n_samples, n_exits, n_classes) "
@@ -193,18 +196,25 @@ def check_exit_outputs(
     estimator_name: str = "the policy",
     name: str = "X",
 ) -> np.ndarray:
-    """Return per-exit outputs as a ``(n_samples, n_exits, n_classes)`` float array.
+    """Return per-exit outputs as a ``(n_samples, n_exits, n_classes)`` real array.
 
     ``X`` may be 3-D or flattened to ``(n_samples, n_exits * n_classes)``. Values
     must be real numbers (no strings, no complex numbers) and finite; with
     ``input_type="proba"`` each row must be a distribution. ``n_classes`` is given
     once fitted, and ``estimator_name`` then names the policy in errors; ``name``
     names the argument. The input is never modified.
+
+    An ndarray of booleans (read as 0 and 1), integers, float16, float32 or float64 is
+    returned in its own dtype, without a copy: its readers convert each exit to float64
+    (``_features``), so that identical values give identical results in every dtype
+    and memory beyond the result stays small. Anything else is converted by
+    ``check_array`` (to float64, or float32).
     """
-    # A float ndarray, as early-exit inference passes at every exit, is already what the two
-    # conversions below would return; skipping them keeps a per-exit decision cheap.
+    # A real ndarray is validated as it is: a float64 copy of float16 or int16 outputs
+    # would take 4 times their memory, and a per-exit decision stays cheap. Long doubles
+    # are converted here: a finite one may overflow float64.
     raw: np.ndarray
-    if isinstance(X, np.ndarray) and type(X) is np.ndarray and X.dtype in (np.float32, np.float64):
+    if type(X) is np.ndarray and (X.dtype.kind in "biu" or X.dtype in _FLOATS):
         raw, fast = X, True
     else:
         raw, fast = as_real_array(X, name, EXIT_OUTPUTS), False
@@ -263,7 +273,9 @@ def check_exit_outputs(
     if input_type == "proba":
         if array.min() < 0 or array.max() > 1:
             raise ValueError(f'{name} holds values outside [0, 1] but input_type="proba".')
-        sums = array.sum(axis=-1)
+        # float32 sums in float32, the others in float64, as the float64 copy of them
+        # was summed (float16 sums would round to float16).
+        sums = array.sum(axis=-1, dtype=None if array.dtype == np.float32 else np.float64)
         if not np.allclose(sums, 1.0, atol=1e-3):
             raise ValueError(f'{name} rows do not sum to 1 but input_type="proba"; pass logits instead.')
     return array

@@ -167,12 +167,14 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     Subclasses accept ``costs``, ``budget``, ``input_type`` and ``classes``
     as constructor parameters. Not meant to be instantiated directly.
 
-    **Batch invariance.** A sample's exit, label and class probabilities never depend
-    on the other rows of the call, on how many there are (one, or millions in
-    bounded-memory chunks), on their order, or on the dtype of identical input values
-    (float16, float32, float64, integers), through :meth:`predict_exit`,
-    :meth:`predict`, :meth:`predict_proba`, :meth:`exit_decider` and
-    :func:`~eenet_sklearn.nn.early_exit_predict` alike. Two mechanisms make it so:
+    **Batch invariance.** A sample's exit, label, class probabilities and exit scores
+    never depend on the other rows of the call, on how many there are (one, or millions
+    in bounded-memory chunks), on their order, or on the dtype of identical input values
+    (float16, float32, float64, integers, booleans), through :meth:`predict_exit`,
+    :meth:`predict`, :meth:`predict_proba`, :meth:`exit_scores` and :meth:`exit_decider`
+    alike, and :func:`~eenet_sklearn.nn.early_exit_predict` decides as they do on the
+    logits the network gives it (the network itself may round a row differently with the
+    batch size). Two mechanisms make it so:
 
     - *Row-independent arithmetic.* Every prediction runs the one per-exit step of
       :class:`ExitDecider` (the full-matrix path over all rows, the incremental path
@@ -180,20 +182,27 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
       and every value of a row is computed from that row alone: elementwise operations,
       sums over the classes that add them one by one in class order (NumPy's own
       ``sum`` adds pairwise, in an order that depends on the layout and, for a single
-      row, on its length), and EENet's scorer products on zero-padded blocks of 8
-      rows, each through one BLAS kernel whatever the number of rows: a matrix
-      product into the hidden layer, a matrix-vector product out of it (OpenBLAS
-      rounds a row of a matrix product differently as a matrix-vector product, at
-      one row, or at the ragged edge, than inside one: up to 2e-7 in float32 here).
-      The values of a row, computed elementwise or in class order, are the same bits
-      whether the call lays out an exit's values row-major or class-major (as
-      prediction does for up to 64 classes, for speed).
+      row, on its length), and the scorers' products (EENet's, and the decision values
+      of :class:`~eenet_sklearn.LearnedScorePolicy`'s logistic regressions, whose
+      ``expit`` is computed here rather than by ``predict_proba``) on zero-padded blocks
+      of 8 rows, each through one BLAS kernel whatever the number of rows: a matrix
+      product into a hidden layer, a matrix-vector product into a single output
+      (OpenBLAS rounds a row of a matrix product differently as a matrix-vector
+      product, at one row, or at the ragged edge, than inside one: up to 2e-7 in
+      float32 here). The values of a row, computed elementwise or in class order, are
+      the same bits whether the call lays out an exit's values row-major or
+      class-major (as prediction does for up to 64 classes, for speed).
     - *Thresholds off the fitting scores.* A quota threshold lies halfway (in float64)
       between the lowest admitted fitting score and the highest one not admitted, so
       no fitting sample sits exactly on a threshold, and a score rounded by an ulp
-      elsewhere (a :class:`~eenet_sklearn.LearnedScorePolicy` classifier's own BLAS
-      products, which this library does not control) still falls on the side it fell
-      in fitting.
+      elsewhere (by a user-given classifier's ``predict_proba``, which this library
+      does not control) still falls on the side it fell in fitting.
+
+    One exception: a :class:`~eenet_sklearn.LearnedScorePolicy` whose classifier is not a
+    ``LogisticRegression`` (its default) scores with that classifier's ``predict_proba``,
+    and the invariance then holds only as far as that ``predict_proba`` computes each
+    row as it would alone: a new sample's score may be rounded to the other side of a
+    threshold with other rows.
 
     Prediction runs its row blocks (13,107 rows at 4 exits and 10 classes) on as many
     threads as the BLAS thread pool may use (the CPUs by default; ``OPENBLAS_NUM_THREADS=1``

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+import threadpoolctl
 from numpy.testing import assert_array_equal
 from scipy.special import softmax
 from sklearn.utils import Bunch
 
 from eenet_sklearn import EarlyExitPolicy, EntropyPolicy, MaxProbPolicy
+from eenet_sklearn._validation import check_exit_outputs
 from eenet_sklearn.base import FitParameterOverrideWarning
 
 
@@ -325,3 +328,95 @@ def test_inputs_are_not_modified(make_eenet: Callable, mnist: Bunch, flatten: bo
     assert_array_equal(policy.costs_, mnist.costs)
     assert_array_equal(policy.classes_, np.arange(10))
     assert policy.expected_cost(X_test) == expected_cost
+
+
+# --- real dtypes: validated as given, never copied -------------------------------------------
+#: Every real dtype an ndarray of outputs may have but long double, which float64 may not hold.
+REAL_DTYPES = [
+    np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
+    np.float16, np.float32, np.float64,
+]  # fmt: skip
+
+
+def _integer_logits(X: np.ndarray, dtype: type) -> np.ndarray:
+    """Logits every dtype holds exactly: rounded and shifted to [0, 100], or their signs as bools."""
+    if dtype is np.bool_:
+        return X > 0
+    return np.clip(np.round(X) + 50, 0, 100).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", REAL_DTYPES)
+def test_real_arrays_are_validated_without_a_copy(dtype: type, mnist: Bunch) -> None:
+    X = _integer_logits(mnist.X_test, dtype)
+    checked = check_exit_outputs(X, 3, 10)
+    assert checked.dtype == X.dtype and np.shares_memory(checked, X)
+    flat = X.reshape(len(X), -1)
+    assert np.shares_memory(check_exit_outputs(flat, 3, 10), flat)
+    # Shapes are checked as for float arrays.
+    with pytest.raises(ValueError, match="X has 9 classes per exit, but the policy was fitted with 10"):
+        check_exit_outputs(X[:, :, :9], 3, 10)
+    with pytest.raises(ValueError, match=r"X has 2 exits, expected 3"):
+        check_exit_outputs(X[:, :2], 3, 10)
+    # One-hot probabilities are distributions in every dtype; twice them are not.
+    one_hot = np.eye(10, dtype=dtype)[np.arange(len(X)) % 10][:, None].repeat(3, axis=1)
+    assert np.shares_memory(check_exit_outputs(one_hot, 3, 10, "proba"), one_hot)
+    if dtype is not np.bool_:
+        with pytest.raises(ValueError, match=r'X holds values outside \[0, 1\] but input_type="proba"'):
+            check_exit_outputs(one_hot * 2, 3, 10, "proba")
+        with pytest.raises(ValueError, match='X rows do not sum to 1 but input_type="proba"'):
+            check_exit_outputs(one_hot * 0, 3, 10, "proba")
+
+
+def test_non_finite_float16_is_refused_and_float16_distributions_accepted(mnist: Bunch) -> None:
+    for value in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            check_exit_outputs(_with(mnist.X_test, value).astype(np.float16), 3, 10)
+    # float16 rounds each probability by up to 2**-11: the sums (in float64) stay within 1e-3.
+    proba = softmax(mnist.X_test.astype(np.float64), axis=-1).astype(np.float16)
+    assert check_exit_outputs(proba, 3, 10, "proba") is proba
+
+
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="long double is float64 here"
+)
+def test_long_doubles_beyond_float64_are_refused(mnist: Bunch) -> None:
+    X = mnist.X_test.astype(np.longdouble)
+    checked = check_exit_outputs(X, 3, 10)
+    assert checked.dtype == np.float64  # converted, as float64 is what every reader computes in
+    X[3, 1, 4] = np.longdouble("1e400")  # finite here, infinite in float64
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="X contains NaN or infinity"):
+        check_exit_outputs(X, 3, 10)
+
+
+def test_identical_values_decide_alike_in_every_real_dtype(
+    mnist: Bunch, fitted_maxprob: MaxProbPolicy, fitted_eenet: EarlyExitPolicy
+) -> None:
+    for policy in (fitted_maxprob, fitted_eenet):
+        for dtype in REAL_DTYPES:
+            X = _integer_logits(mnist.X_test, dtype)
+            widened = X.astype(np.float64)
+            for method in ("predict_exit", "predict_proba", "exit_scores"):
+                assert_array_equal(getattr(policy, method)(X), getattr(policy, method)(widened))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int16])
+def test_prediction_memory_stays_that_of_float32(
+    dtype: type, mnist: Bunch, fitted_maxprob: MaxProbPolicy
+) -> None:
+    # 400,000 rows: a float64 copy of the float16 or int16 outputs would take 96 MB.
+    X32 = np.tile(np.round(mnist.X_test), (200, 1, 1))
+
+    def peak_beyond_output(X: np.ndarray) -> int:
+        with threadpoolctl.threadpool_limits(1):  # one block at a time: the same peak on any machine
+            tracemalloc.start()
+            try:
+                out = fitted_maxprob.predict_exit(X)
+                return tracemalloc.get_traced_memory()[1] - out.nbytes
+            finally:
+                tracemalloc.stop()
+
+    X = X32.astype(dtype)
+    reference = peak_beyond_output(X32)
+    peak = peak_beyond_output(X)
+    assert peak <= 1.1 * reference + 2**20, (peak, reference)
+    assert peak < X.size * 8 / 8  # an eighth of the float64 copy

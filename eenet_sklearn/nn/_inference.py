@@ -55,12 +55,21 @@ def early_exit_predict(network, policy, X, *, batch_size: int = 256, device=None
     <eenet_sklearn.base.BaseExitPolicy.exit_decider>` decides from their exit-``k``
     logits (and what it carried from the earlier exits) which of them leave at ``k``;
     those rows are dropped from the stage output before stage ``k + 1`` runs, so
-    nothing is computed for a sample after it leaves. Decisions and labels equal
-    ``policy.predict_exit`` / ``policy.predict`` on the full logits of the same inputs
-    (as :meth:`~eenet_sklearn.nn.MultiExitClassifier.transform` gives them), at any batch
-    size: the decider runs the same arithmetic, and no row's decision depends on the
-    other rows (with a controller, those of its ``predict_exit`` / ``predict`` fed the
-    same batches).
+    nothing is computed for a sample after it leaves.
+
+    Decisions and labels equal ``policy.predict_exit`` / ``policy.predict`` on the
+    logits the network produces in this run (a sample's logits up to the exit it leaves
+    at, which are all its decision reads): the decider runs the same arithmetic, and no
+    row's decision depends on the other rows (with a controller, those of its
+    ``predict_exit`` / ``predict`` fed the same batches). The network's logits are
+    another matter: its kernels may round a row differently with the number of rows
+    they run on (``batch_size`` at the first stage, the rows still running after it),
+    in the last bits of float32, so that they can differ from the logits of the same
+    inputs computed in other batches (as
+    :meth:`~eenet_sklearn.nn.MultiExitClassifier.transform` computes them); a sample
+    whose score lies within that rounding of a threshold may then leave at another
+    exit than ``predict_exit`` on those logits gives. With ``batch_size=1`` each
+    sample's logits are the network's on that sample alone.
 
     Parameters
     ----------
