@@ -604,8 +604,10 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
         ``state``: what exits ``0..k-1`` left. None of them is to be modified;
         ``weights``: :meth:`_step_weights`. Every value of a row must be computed from
         that row alone, in float64 (elementwise operations, reductions over a row's
-        contiguous classes, no BLAS product whose rounding depends on the number of
-        rows), so that decisions do not depend on the other rows of a call.
+        contiguous classes, products through :func:`~eenet_sklearn._decider.row_product`
+        rather than a BLAS product whose rounding depends on the number of rows), so
+        that decisions do not depend on the other rows of a call (a user-given
+        classifier's ``predict_proba``, which this library does not control, excepted).
         """
 
     def exit_decider(self) -> ExitDecider:
