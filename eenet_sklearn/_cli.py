@@ -5,8 +5,9 @@ policies, exit early for real), ``fit`` (fit a policy on a ``.npz``
 of per-exit logits and save it), ``predict`` (apply a saved policy), ``recalibrate`` (new
 thresholds for a saved policy from unlabeled logits) and ``evaluate`` (budget curves of
 several policies, as a table and a plot). Errors the user can fix end
-in one line on stderr and exit status 1, never in a traceback; Ctrl-C ends with status 130
-and writes nothing.
+in one line on stderr and exit status 1, never in a traceback; Ctrl-C ends with status 130.
+Every output file is written whole or not at all (:func:`~eenet_sklearn._atomic.atomic_write`):
+an error or Ctrl-C leaves the file that was there before, or none.
 
 Policies are saved as policy files (:func:`~eenet_sklearn.save_policy`), which run no code
 when read; a pickle or joblib policy is read only with ``--allow-pickle``.
@@ -21,17 +22,20 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from ._atomic import atomic_write
 from ._demo import DEMO_COUNTS, DEMO_DATA, DEMO_DEFAULTS, DemoSettings, run_demo
 from ._eenet import EarlyExitPolicy
 from ._npz import open_npz
 from ._policy_file import load_policy, looks_like_policy_file, save_policy
 from ._registry import POLICIES
 from ._report import budget_curve_table, colour_only_on_terminals, exit_percentages, save_budget_curve_plot
+from ._risk_control import RiskControlledPolicy
 from ._validation import check_budget, check_costs, check_positions
 from .base import BaseExitPolicy
 from .metrics import budget_at_position, budget_curve
@@ -62,6 +66,14 @@ data files:
 
 class CommandError(Exception):
     """An error the user can fix; :func:`main` prints it as one line."""
+
+
+# --- Messages ------------------------------------------------------------------------------
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 sample", "2 samples"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- Data files --------------------------------------------------------------------------
@@ -153,6 +165,25 @@ def _check_output(path: str, option: str, suffixes: Sequence[str] | None = None)
     return suffix
 
 
+@contextlib.contextmanager
+def _output(args: argparse.Namespace, path: str, text: bool = False) -> Iterator[IO]:
+    """:func:`~eenet_sklearn._atomic.atomic_write` ``path``, recorded once in place (see :func:`main`)."""
+    with atomic_write(path, text=text) as handle:
+        yield handle
+        # Being renamed into place: a Ctrl-C now may surface just after the rename.
+        args.finishing = path
+    args.written.append(path)
+    args.finishing = None
+
+
+def _save(args: argparse.Namespace, policy: BaseExitPolicy, path: str) -> None:
+    """Save a policy file (written whole or not at all), recorded once in place."""
+    args.finishing = path  # a Ctrl-C during the save may surface just after its rename
+    save_policy(policy, path)
+    args.written.append(path)
+    args.finishing = None
+
+
 # --- Policies ------------------------------------------------------------------------------
 
 
@@ -186,8 +217,13 @@ def _warn_if_not_binding(budget: float, costs: np.ndarray, option: str) -> None:
 _PICKLE_RISK = "loading a pickle or joblib file can execute arbitrary code"
 
 
-def _load_policy(path: str, allow_pickle: bool = False) -> BaseExitPolicy:
-    """A fitted policy saved by ``fit``; :class:`CommandError` for anything else.
+#: What ``predict`` applies: a policy, or the risk-controlled meta-estimator that wraps one
+#: (save_policy writes both; ``fit --max-risk`` saves the wrapped policy alone).
+_Policy = BaseExitPolicy | RiskControlledPolicy
+
+
+def _load_policy(path: str, allow_pickle: bool = False) -> _Policy:
+    """A fitted policy saved by ``fit`` or save_policy; :class:`CommandError` for anything else.
 
     A policy file (:func:`~eenet_sklearn.load_policy`) is read as such, running no code from
     it. Anything else is taken for a pickle or joblib file and read only with
@@ -210,13 +246,34 @@ def _load_policy(path: str, allow_pickle: bool = False) -> BaseExitPolicy:
             policy = joblib.load(path)
         except Exception as exc:  # unpickling fails in many ways, none of them worth showing
             raise CommandError(f"{path} is not a policy saved by '{_PROG} fit': it cannot be loaded") from exc
-    if not isinstance(policy, BaseExitPolicy):
-        raise CommandError(f"{path} holds a {type(policy).__name__}, not a policy saved by '{_PROG} fit'")
+    if not isinstance(policy, BaseExitPolicy | RiskControlledPolicy):
+        raise CommandError(
+            f"{path} holds an object of type {type(policy).__name__}, not a policy saved by '{_PROG} fit'"
+        )
     try:
         check_is_fitted(policy)
     except NotFittedError as exc:
         raise CommandError(f"{path} holds an unfitted {type(policy).__name__}") from exc
     return policy
+
+
+def _spending(policy: _Policy) -> str:
+    """What the policy was fitted to spend, for ``predict``'s summary, in parentheses.
+
+    A policy's ``budget_`` (none for one fitted without a budget: a fixed exit, a given
+    patience). A RiskControlledPolicy has no budget of its own: what it holds to is its
+    certified risk, and its mean cost is the one its calibration data measured.
+    """
+    if isinstance(policy, RiskControlledPolicy):
+        ceiling = "" if policy.budget is None else f", budget ceiling {policy.budget:.6g}"
+        if not policy.certified_:
+            return f"risk NOT certified{ceiling}: every sample at the last exit"
+        return (
+            f"certified {policy.risk} <= {policy.max_risk:.6g} with confidence "
+            f"{policy.confidence_level:.6g}{ceiling}, at mean cost {policy.expected_cost_:.6g} on its "
+            "calibration data"
+        )
+    return f"budget {'none' if policy.budget_ is None else format(policy.budget_, '.6g')}"
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -240,12 +297,13 @@ def _run_fit(args: argparse.Namespace) -> None:
     policy = _make_policy(args.policy, args)
     _warn_if_not_binding(args.budget, check_costs(data["costs"]), "--budget")
     policy.fit(data["logits"], data["labels"], costs=data["costs"], budget=args.budget)
-    save_policy(policy, args.output)
+    _save(args, policy, args.output)
     accuracy = policy.score(data["logits"], data["labels"])
     cost = policy.expected_cost(data["logits"])
     _say(
         args,
-        f"{type(policy).__name__} fitted on {len(data['labels'])} samples for budget {policy.budget_:.6g}\n"
+        f"{type(policy).__name__} fitted on {_count(len(data['labels']), 'sample')} "
+        f"for budget {policy.budget_:.6g}\n"
         f"on the fitting data: accuracy {accuracy:.4f}, mean cost {cost:.6g}, "
         f"exits (%) {exit_percentages(policy.exit_fractions_)}\n"
         f"saved to {args.output}",
@@ -254,8 +312,6 @@ def _run_fit(args: argparse.Namespace) -> None:
 
 def _run_fit_risk(args: argparse.Namespace) -> None:
     """``fit --max-risk``: the cheapest certified operating point (RiskControlledPolicy), saved."""
-    from ._risk_control import RiskControlledPolicy
-
     labelled = args.risk == "accuracy_gap"
     wanted = {
         "logits": _key_candidates("logits", args.logits_key, args.split, "val"),
@@ -277,7 +333,7 @@ def _run_fit_risk(args: argparse.Namespace) -> None:
         calibration_size=args.calibration_size,
         random_state=args.random_state,
     ).fit(data["logits"], data.get("labels"))
-    save_policy(model.policy_, args.output)
+    _save(args, model.policy_, args.output)
     verdict = (
         f"certified {args.risk} <= {args.max_risk:.6g} with confidence {args.confidence:.6g}"
         if model.certified_
@@ -285,8 +341,9 @@ def _run_fit_risk(args: argparse.Namespace) -> None:
     )
     _say(
         args,
-        f"RiskControlledPolicy({type(policy).__name__}) {verdict}, on {model.n_calibration_} "
-        f"calibration samples\noperating point {model.operating_point_} of {len(model.path_costs_) - 1}: "
+        f"RiskControlledPolicy({type(policy).__name__}) {verdict}, on "
+        f"{_count(model.n_calibration_, 'calibration sample')}\n"
+        f"operating point {model.operating_point_} of {len(model.path_costs_) - 1}: "
         f"mean cost {model.expected_cost_:.6g} ({100 * model.expected_cost_ / costs[-1]:.1f}% of the "
         f"last exit's), empirical risk {model.risk_:.4f}, exits (%) "
         f"{exit_percentages(model.policy_.exit_fractions_)} on the calibration part\n"
@@ -301,18 +358,19 @@ def _run_predict(args: argparse.Namespace) -> None:
     logits = _read_test_data(args, args.data, args.split, labels=False)["logits"]
     exits = policy.predict_exit(logits)
     labels = policy.predict(logits)
+    # Written whole or not at all (an error or Ctrl-C keeps the file that was there), and
+    # through a handle: given a path, savez_compressed would add .npz to "OUT.NPZ".
     if suffix == ".npz":
-        np.savez_compressed(args.output, exits=exits, labels=labels)
+        with _output(args, args.output) as handle:
+            np.savez_compressed(handle, exits=exits, labels=labels)
     else:
-        with open(args.output, "w", newline="") as handle:
+        with _output(args, args.output, text=True) as handle:
             writer = csv.writer(handle)
             writer.writerow(["exit", "label"])
             writer.writerows(zip(exits.tolist(), labels.tolist(), strict=True))
-    # Policies fitted in Python without a budget (a fixed exit, a given patience) have none.
-    budget = "none" if policy.budget_ is None else f"{policy.budget_:.6g}"
     _say(
         args,
-        f"{len(exits)} samples: mean cost {policy.costs_[exits].mean():.6g} (budget {budget}), "
+        f"{_count(len(exits), 'sample')}: mean cost {policy.costs_[exits].mean():.6g} ({_spending(policy)}), "
         f"exits (%) {exit_percentages(np.bincount(exits, minlength=policy.n_exits_) / len(exits))}\n"
         f"written to {args.output}",
     )
@@ -322,15 +380,23 @@ def _run_recalibrate(args: argparse.Namespace) -> None:
     """``recalibrate``: new thresholds for a saved policy from unlabeled logits; save it."""
     _check_output(args.output, "--output", (".npz",))
     policy = _load_policy(args.policy, args.allow_pickle)
+    if isinstance(policy, RiskControlledPolicy):
+        # New thresholds from unlabeled data would keep the file's risk certificate on a point
+        # that no longer holds it: certify again instead.
+        raise CommandError(
+            f"{args.policy} holds a RiskControlledPolicy, which recalibrate refuses: new thresholds "
+            f"would void its risk certificate; certify it again with '{_PROG} fit --max-risk' on fresh "
+            "data (--risk disagreement needs no labels)"
+        )
     logits = _read_test_data(args, args.data, args.split, labels=False)["logits"]
     if args.budget is not None:
         _warn_if_not_binding(check_budget(args.budget, policy.costs_, "--budget"), policy.costs_, "--budget")
     before = policy.expected_cost(logits)
     policy.recalibrate(logits, budget=args.budget)
-    save_policy(policy, args.output)
+    _save(args, policy, args.output)
     _say(
         args,
-        f"{type(policy).__name__} recalibrated on {logits.shape[0]} unlabeled samples "
+        f"{type(policy).__name__} recalibrated on {_count(logits.shape[0], 'unlabeled sample')} "
         f"to spend {policy.target_cost_:.6g} (budget {policy.budget_:.6g})\n"
         f"mean cost on them: {before:.6g} before, {policy.expected_cost(logits):.6g} after, "
         f"exits (%) {exit_percentages(policy.exit_fractions_)}\n"
@@ -350,10 +416,10 @@ def _evaluation_budgets(args: argparse.Namespace, costs: np.ndarray) -> list[flo
     return sorted(budget_at_position(costs, args.positions).tolist())
 
 
-def _write_csv_table(path: str, rows: list[dict]) -> None:
+def _write_csv_table(args: argparse.Namespace, path: str, rows: list[dict]) -> None:
     """The rows as CSV: policy, budget, accuracy, mean_cost, then the fraction at each exit."""
     n_exits = len(rows[0]["exit_fractions"])
-    with open(path, "w", newline="") as handle:
+    with _output(args, path, text=True) as handle:
         writer = csv.writer(handle)
         writer.writerow(["policy", "budget", "accuracy", "mean_cost", *(f"exit_{k}" for k in range(n_exits))])
         for row in rows:
@@ -391,14 +457,18 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     _say(args, table)
     if args.table is not None:
         if table_suffix == ".csv":
-            _write_csv_table(args.table, rows)
+            _write_csv_table(args, args.table, rows)
         else:
-            Path(args.table).write_text(table + "\n")
+            with _output(args, args.table, text=True) as handle:
+                handle.write(table + "\n")
     if args.plot is not None:
+        args.finishing = args.plot  # written whole or not at all (save_budget_curve_plot)
         save_budget_curve_plot(
             rows, args.plot, title=Path(args.test_data or args.fit_data).stem,
             caller=f"{_PROG} evaluate --plot",
         )
+        args.written.append(args.plot)
+        args.finishing = None
 
 
 # --- Parser --------------------------------------------------------------------------------
@@ -640,7 +710,7 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     defaults = DemoSettings()
     per_data = "; ".join(
         f"{data}: {values['train_size']} / {values['val_size']} / {values['test_size']}, "
-        f"{values['epochs']} epochs, {values['timing_size']} timed"
+        f"{_count(values['epochs'], 'epoch')}, {values['timing_size']} timed"
         for data, values in DEMO_DEFAULTS.items()
     )
     parser = commands.add_parser(
@@ -738,10 +808,13 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The exit status: 0, or 1 after an error in the files or settings, reported on one
-        line of stderr, or 130 after Ctrl-C (``KeyboardInterrupt``), which writes no output
-        file. A malformed command line exits with status 2 through argparse.
+        line of stderr, or 130 after Ctrl-C (``KeyboardInterrupt``). Output files are
+        written whole or not at all, so Ctrl-C leaves each one as it was, unless it came
+        after that file was complete (the message then names it). A malformed command line
+        exits with status 2 through argparse.
     """
     args = build_parser().parse_args(argv)
+    args.written, args.finishing = [], None  # output files complete; one being renamed into place
     try:
         with colour_only_on_terminals(), _one_line_warnings():
             args.handler(args)
@@ -749,6 +822,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{_PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{_PROG}: interrupted; nothing was written", file=sys.stderr)
+        done = f" after writing {', '.join(args.written)}" if args.written else "; nothing was written"
+        if args.finishing is not None:
+            done = f" while writing {args.finishing}: it is as it was before, or the new file, whole"
+        print(f"{_PROG}: interrupted{done}", file=sys.stderr)
         return 130
     return 0

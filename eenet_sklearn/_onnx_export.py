@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from ._anytime import LOG_FLOOR, SUMS, AnytimeEnsemble
+from ._atomic import atomic_write
 from ._baselines import (
     EntropyPolicy,
     FixedExitPolicy,
@@ -47,6 +48,28 @@ IR_VERSION = 8
 FORMAT_VERSION = 1
 
 _INPUT_DTYPES = ("float32", "float64")
+
+
+def _check_input_dtype(input_dtype: DTypeLike) -> str:
+    """``"float32"`` or ``"float64"``, the name of the dtype ``input_dtype`` means.
+
+    Anything ``numpy.dtype`` turns into one of them: a name (``"float32"``,
+    ``"f4"``, ``"double"``), a NumPy type (``np.float32``), a dtype, Python's ``float``
+    (float64). ``None``, which NumPy reads as float64, is refused: it would not mean
+    the default, float32.
+    """
+    dtype = None
+    if input_dtype is not None:
+        try:
+            dtype = np.dtype(input_dtype)
+        except (TypeError, ValueError):
+            pass
+    if dtype is None or dtype.name not in _INPUT_DTYPES:
+        raise ValueError(
+            f"input_dtype must be float32 or float64 (a name such as 'float32', or np.float32, "
+            f"np.float64), got {input_dtype!r}."
+        )
+    return dtype.name
 
 
 def _import_onnx() -> Any:
@@ -429,7 +452,7 @@ def _exit_graph(
     return g.model(f"{type(policy).__name__}_exit_{k}", {**metadata, "exit": str(k)})
 
 
-def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") -> list[Path]:
+def export_onnx(policy: Any, path: str | Path, *, input_dtype: DTypeLike = "float32") -> list[Path]:
     """Write a fitted policy's decision at each exit as an ONNX graph, to serve without Python.
 
     Writes one graph per exit, ``exit_0.onnx`` ... ``exit_<K-1>.onnx``, and a
@@ -487,9 +510,11 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
         ``DummyClassifier``, which is supported too.
     path : str or path-like
         The folder to write into.
-    input_dtype : {"float32", "float64"}, default="float32"
+    input_dtype : {"float32", "float64"} or dtype, default="float32"
         Element type of the graphs' ``logits`` / ``proba`` input: float32 for what a
-        float32 network's exported heads return.
+        float32 network's exported heads return. Anything ``numpy.dtype`` turns into
+        float32 or float64 (``np.float32``, ``"f8"``, ``np.dtype("float64")``); the
+        manifest records its name.
 
     Returns
     -------
@@ -507,8 +532,7 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
         decisions may differ), or is a ``LearnedScorePolicy`` whose estimators are
         not ``LogisticRegression`` / ``DummyClassifier``.
     ValueError
-        If ``input_dtype`` is not ``"float32"`` or ``"float64"``, or ``path`` is an
-        existing file.
+        If ``input_dtype`` is not float32 or float64, or ``path`` is an existing file.
 
     See Also
     --------
@@ -531,18 +555,22 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
 
     Examples
     --------
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> import numpy as np, onnxruntime
     >>> from eenet_sklearn import MaxProbPolicy, export_onnx
     >>> from eenet_sklearn.datasets import load_exit_logits
     >>> data = load_exit_logits("mnist_mlp3")
     >>> policy = MaxProbPolicy(costs=data.costs, budget=0.03).fit(data.val_logits, data.val_labels)
-    >>> files = export_onnx(policy, getfixture("tmp_path") / "policy")
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> files = export_onnx(policy, Path(folder.name, "policy"))
     >>> [file.name for file in files]
     ['exit_0.onnx', 'exit_1.onnx', 'exit_2.onnx', 'manifest.json']
     >>> session = onnxruntime.InferenceSession(files[0], providers=["CPUExecutionProvider"])
     >>> leave, label, proba = session.run(None, {"logits": data.test_logits[:5, 0]})
     >>> bool(np.array_equal(leave, policy.predict_exit(data.test_logits[:5]) == 0))
     True
+    >>> folder.cleanup()
     """
     scored = policy
     if type(policy) is AnytimeEnsemble:
@@ -555,8 +583,7 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
             f"{type(policy).__name__}" + ("" if scored is policy else f" of {type(scored).__name__}") + "."
         )
     check_is_fitted(policy)
-    if input_dtype not in _INPUT_DTYPES:
-        raise ValueError(f"input_dtype must be one of {_INPUT_DTYPES}, got {input_dtype!r}.")
+    dtype_name = _check_input_dtype(input_dtype)
     if isinstance(scored, LearnedScorePolicy):
         _check_learned(scored)
     onnx = _import_onnx()
@@ -580,7 +607,7 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
         "costs": [float(cost) for cost in policy.costs_],
         "thresholds": [float(threshold) for threshold in policy.thresholds_],
         "input_type": policy.input_type,
-        "input_dtype": input_dtype,
+        "input_dtype": dtype_name,
         "state": state_names,
         "opset": OPSET,
         "files": [f"exit_{k}.onnx" for k in range(policy.n_exits_)],
@@ -588,10 +615,12 @@ def export_onnx(policy: Any, path: str | Path, *, input_dtype: str = "float32") 
     metadata = {key: json.dumps(value) for key, value in manifest.items() if key != "files"}
     written = []
     for k, name in enumerate(manifest["files"]):
-        model = _exit_graph(policy, k, input_dtype, initial, metadata, onnx)
-        onnx.save_model(model, folder / name)
+        model = _exit_graph(policy, k, dtype_name, initial, metadata, onnx)
+        with atomic_write(folder / name) as file:  # each file whole or not at all
+            file.write(model.SerializeToString())  # what onnx.save_model writes, without a path
         written.append(folder / name)
     manifest_path = folder / "manifest.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    with atomic_write(manifest_path, text=True) as file:
+        file.write(json.dumps(manifest, indent=2) + "\n")
     written.append(manifest_path)
     return written

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
+
 
 def exit_percentages(fractions: Iterable[float]) -> str:
     """``"41 / 30 / 19 / 10"``: the percentage of samples leaving at each exit."""
@@ -64,7 +66,7 @@ def save_budget_curve_plot(
     rows : sequence of dict
         Rows of :func:`~eenet_sklearn.metrics.budget_curve` (the oracle's named ``"oracle"``).
     path : str or Path
-        The PNG to write.
+        The PNG to write, whole or not at all (:func:`~eenet_sklearn._atomic.atomic_write`).
     title : str
         The plot's title.
     x : {"budget", "mean_cost"}, default="budget"
@@ -87,8 +89,11 @@ def save_budget_curve_plot(
     figure, ax = plt.subplots(figsize=(6.4, 4.4))
     BudgetCurveDisplay.from_predictions(rows, ax=ax, x=x, cost_unit=unit)
     ax.set_title(title)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with atomic_write(path) as file:
+            figure.savefig(file, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
 
 
 #: ANSI "select graphic rendition" sequences: colours, bold, reset.

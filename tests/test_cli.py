@@ -579,7 +579,10 @@ def test_a_file_that_is_not_a_policy_is_one_line(
     warning, error = capsys.readouterr().err.strip().splitlines()
     assert warning.startswith("eenet-sklearn: warning: --allow-pickle")
     assert "execute arbitrary code" in warning
-    assert {"text": "cannot be loaded", "array": "holds a ndarray", "estimator": "unfitted"}[content] in error
+    expected = {
+        "text": "cannot be loaded", "array": "holds an object of type ndarray", "estimator": "unfitted"
+    }[content]
+    assert expected in error
 
 
 def test_a_library_error_is_one_line(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import doctest
+import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -207,13 +210,63 @@ def test_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(TypeError, match=r"supports fitted MaxProbPolicy.*got Shifted"):
         export_onnx(shifted, tmp_path)
     fitted = MaxProbPolicy(data.costs, 0.03).fit(data.val_logits, data.val_labels)
-    with pytest.raises(ValueError, match=r"input_dtype must be one of .*got 'float16'"):
+    with pytest.raises(ValueError, match=r"input_dtype must be float32 or float64 .*got 'float16'"):
         export_onnx(fitted, tmp_path, input_dtype="float16")
     file = tmp_path / "file.onnx"
     file.write_bytes(b"")
     with pytest.raises(ValueError, match="path must be a folder"):
         export_onnx(fitted, file)
     assert not list((tmp_path).glob("exit_*.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("input_dtype", "name"),
+    [
+        (np.float32, "float32"),
+        (np.float64, "float64"),
+        (np.dtype("float32"), "float32"),
+        ("f8", "float64"),
+        ("double", "float64"),
+        (float, "float64"),
+        ("float", "float64"),
+    ],
+)
+def test_input_dtype_takes_what_numpy_reads_as_float32_or_float64(input_dtype, name, tmp_path):
+    data = load_exit_logits("mnist_mlp3")
+    policy = MaxProbPolicy(data.costs, 0.03).fit(data.val_logits, data.val_labels)
+    files = export_onnx(policy, tmp_path, input_dtype=input_dtype)
+    assert json.loads(files[-1].read_text())["input_dtype"] == name
+    model = onnx.load(files[0])
+    element = {"float32": onnx.TensorProto.FLOAT, "float64": onnx.TensorProto.DOUBLE}[name]
+    assert model.graph.input[0].type.tensor_type.elem_type == element
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert json.loads(metadata["input_dtype"]) == name
+    session = onnxruntime.InferenceSession(files[0], providers=["CPUExecutionProvider"])
+    leave = session.run(None, {"logits": data.test_logits[:20, 0].astype(name)})[0]
+    np.testing.assert_array_equal(leave, policy.predict_exit(data.test_logits[:20]) == 0)
+
+
+@pytest.mark.parametrize("input_dtype", [np.float16, "int32", np.int64, "complex128", None, "nope", 3])
+def test_input_dtype_refuses_others_naming_argument_value_and_choices(input_dtype, tmp_path):
+    data = load_exit_logits("mnist_mlp3")
+    policy = MaxProbPolicy(data.costs, 0.03).fit(data.val_logits, data.val_labels)
+    message = rf"input_dtype must be float32 or float64 .*got {re.escape(repr(input_dtype))}\.$"
+    with pytest.raises(ValueError, match=message):
+        export_onnx(policy, tmp_path, input_dtype=input_dtype)
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_the_docstring_example_runs_as_pasted_outside_pytest() -> None:
+    # Run with the module's globals only, as in a REPL: no pytest fixtures (getfixture).
+    from eenet_sklearn import _onnx_export
+
+    examples = doctest.DocTestFinder().find(_onnx_export)
+    (example,) = [test for test in examples if test.name.endswith(".export_onnx")]
+    output = io.StringIO()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(example, out=output.write)
+    assert runner.summarize(verbose=False).failed == 0, output.getvalue()
+    assert runner.summarize(verbose=False).attempted > 5
 
 
 def _run_blocked(code: str, blocked: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
