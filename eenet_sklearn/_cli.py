@@ -333,7 +333,7 @@ def _run_fit_risk(args: argparse.Namespace) -> None:
         calibration_size=args.calibration_size,
         random_state=args.random_state,
     ).fit(data["logits"], data.get("labels"))
-    _save(args, model.policy_, args.output)
+    _save(args, model, args.output)  # with its certificate: recalibrate then refuses it
     verdict = (
         f"certified {args.risk} <= {args.max_risk:.6g} with confidence {args.confidence:.6g}"
         if model.certified_

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._atomic import atomic_write
 from ._policy_file import save_policy
 from ._registry import POLICIES
 from ._report import budget_curve_table, save_budget_curve_plot
@@ -489,7 +490,8 @@ def time_inference(net, policies: list, X, y: np.ndarray, logits: np.ndarray, co
 def save_results(result: DemoResult, policy) -> None:
     """Write the fitted policy and the report, then the plot (so that a failing plot loses nothing)."""
     save_policy(policy, result.paths["policy"])
-    result.paths["report"].write_text(result.to_markdown() + "\n")
+    with atomic_write(result.paths["report"], text=True) as file:
+        file.write(result.to_markdown() + "\n")
     save_budget_curve_plot(
         result.rows, result.paths["plot"], title=f"{result.settings.data}: test accuracy against mean cost",
         x="mean_cost", unit="ms", caller="the demo's plot",

@@ -25,6 +25,10 @@ def test_fit_max_risk_saves_the_certified_policy(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "certified accuracy_gap <= 0.02 with confidence 0.9" in printed
     saved = load_policy(out)
+    assert isinstance(saved, RiskControlledPolicy) and saved.certified_  # the certificate travels
+    recalibrate = ["recalibrate", str(out), DATA, "-o", str(tmp_path / "again.npz")]
+    assert main(recalibrate) == 1
+    assert "would void its risk certificate" in capsys.readouterr().err
     data = _arrays()
     # The same as the library's meta-estimator on the same data, split and seed.
     model = RiskControlledPolicy(
