@@ -4,7 +4,8 @@ The one home of the library's output files (policy files, the command line's pre
 tables): an error or Ctrl-C while writing leaves the file that was there before (or none), never
 a partial one. The new file gets the permissions writing it in place would have given it: those
 of the file it replaces, else the process's umask; a symbolic link is written through, as
-``open(path, "w")`` does.
+``open(path, "w")`` does. (A Ctrl-C that arrives during the final rename surfaces just after
+it: the file is then the new one, whole.)
 """
 
 from __future__ import annotations
