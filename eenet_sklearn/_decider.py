@@ -50,9 +50,9 @@ def _threadpools() -> threadpoolctl.ThreadpoolController:
     return _threadpools_after(len(sys.modules))
 
 
-#: The BLAS pool is shared by every thread of the process: :func:`one_thread` counts the
-#: blocks inside a limit on it (over every thread) and keeps the limiter that restores it
-#: when the last one leaves.
+#: The BLAS pool (OpenBLAS's, as NumPy's wheels bundle) is shared by every thread of the
+#: process: :func:`_one_blas_thread` counts the products inside a limit on it (over every
+#: thread) and keeps the limiter that restores it when the last one leaves.
 _BLAS_LOCK = threading.Lock()
 _BLAS_DEPTH = 0
 _BLAS_LIMITER: Any = None  # a threadpoolctl limiter (a private class)
@@ -68,12 +68,12 @@ def _let_this_thread_set_blas() -> None:
 
 
 @contextlib.contextmanager
-def _shared_blas_limit() -> Iterator[None]:
+def _shared_blas_limit(pools: threadpoolctl.ThreadpoolController) -> Iterator[None]:
     global _BLAS_DEPTH, _BLAS_LIMITER
     with _BLAS_LOCK:
         if _BLAS_DEPTH == 0:
             _let_this_thread_set_blas()
-            _BLAS_LIMITER = _threadpools().select(user_api="blas").limit(limits=1)
+            _BLAS_LIMITER = pools.limit(limits=1)
         _BLAS_DEPTH += 1
     try:
         yield
@@ -88,6 +88,23 @@ def _shared_blas_limit() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Limit BLAS to one thread, for a ``with`` block, from any number of threads at once.
+
+    OpenBLAS's limit is the process's (its ``openblas_set_num_threads_local``, on the
+    pthreads build NumPy bundles, sets it for every thread too): the first block to enter,
+    on any thread, limits it, and the last to leave restores what the first found, so that
+    blocks overlapping on several threads never leave it limited. The hazard that remains:
+    a ``threadpoolctl.threadpool_limits`` that another thread enters while such a block
+    runs reads that 1 as the limit to restore, and if it leaves after the block, BLAS
+    stays at one thread. Prediction therefore takes this limit around its large products
+    only (:func:`row_product`, EENet's step), not for a whole call.
+    """
+    with _shared_blas_limit(_threadpools().select(user_api="blas")):
+        yield
+
+
+@contextlib.contextmanager
 def one_thread(user_api: str | None = None) -> Iterator[None]:
     """Limit the BLAS and OpenMP thread pools to one thread, for a ``with`` block.
 
@@ -99,16 +116,13 @@ def one_thread(user_api: str | None = None) -> Iterator[None]:
 
     Safe from several threads at once (a server's request threads, a threading joblib
     backend). OpenMP's limit belongs to the calling thread, and is set and restored
-    there. OpenBLAS's pool is shared by the process: the first block to enter limits it
-    and the last to leave restores what it found, so that blocks overlapping on
-    several threads never leave it limited (as ``threadpool_limits`` contexts entered
-    and left out of order on several threads would).
+    there; BLAS's as :func:`_one_blas_thread` says.
     """
     with contextlib.ExitStack() as stack:
         if user_api in (None, "openmp"):
             stack.enter_context(_threadpools().select(user_api="openmp").limit(limits=1))
         if user_api in (None, "blas"):
-            stack.enter_context(_shared_blas_limit())
+            stack.enter_context(_one_blas_thread())
         yield
 
 
@@ -133,29 +147,30 @@ def run_row_blocks(work: Callable[[slice], None], blocks: Sequence[slice], n_row
     Prediction's row blocks are independent and each row's arithmetic does not depend
     on the other rows (:func:`row_product`), so running them on threads changes no bit
     of the result; NumPy releases the GIL in its loops, so threads take up the cores a
-    single thread leaves idle (``benchmarks/results/decision_speed.md``). The BLAS and
-    OpenMP pools are limited to one thread meanwhile (:func:`one_thread`), except in a
-    single block of fewer than ``_ONE_THREAD_FROM`` rows. An exception, or Ctrl-C,
+    single thread leaves idle (``benchmarks/results/decision_speed.md``). Each block
+    runs with its thread's OpenMP pool limited to one thread (:func:`one_thread`),
+    except a single block of fewer than ``_ONE_THREAD_FROM`` rows; the BLAS products
+    inside it run on one BLAS thread (:func:`row_product`). An exception, or Ctrl-C,
     cancels the blocks not yet started.
     """
-    n_threads = _block_threads(len(blocks))  # read before the pools are limited below
-    limit: contextlib.AbstractContextManager
-    if n_threads > 1 or n_rows >= _ONE_THREAD_FROM:
-        limit = one_thread()
-    else:
-        limit = contextlib.nullcontext()
-    with limit:
-        if n_threads == 1:
+    n_threads = _block_threads(len(blocks))
+    if n_threads == 1:
+        with one_thread("openmp") if n_rows >= _ONE_THREAD_FROM else contextlib.nullcontext():
             for rows in blocks:
                 work(rows)
-            return
-        with ThreadPoolExecutor(n_threads, thread_name_prefix="eenet-rows") as pool:
-            try:
-                for _ in pool.map(work, blocks):
-                    pass
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        return
+
+    def limited_work(rows: slice) -> None:
+        with one_thread("openmp"):  # OpenMP's limit belongs to the thread that runs the block
+            work(rows)
+
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="eenet-rows") as pool:
+        try:
+            for _ in pool.map(limited_work, blocks):
+                pass
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 #: Rows of a :func:`row_product` are padded to a multiple of this: OpenBLAS's double
@@ -176,7 +191,10 @@ def row_product(inputs: np.ndarray, weight: np.ndarray) -> np.ndarray:
     which kernel sums it. Here the rows are padded with zeros to
     :func:`padded_rows` (a multiple of ``_ROW_BLOCK``), so that every row goes
     through the same matrix-product kernel, in the same order over the columns of
-    ``inputs``: a row's result depends on that row and on ``weight`` alone. Checked
+    ``inputs``: a row's result depends on that row and on ``weight`` alone. From
+    ``_ONE_THREAD_FROM`` rows, the product runs on one BLAS thread
+    (:func:`_one_blas_thread`): prediction runs several at once, one per row block
+    (:func:`run_row_blocks`), and threads of BLAS's own would contend with them. Checked
     on the installed BLAS by ``tests/test_row_invariant_arithmetic.py`` (single rows, every
     row count up to several blocks, every offset, default and single BLAS threads);
     several times faster than ``np.einsum``'s own loops at EENet's sizes.
@@ -198,7 +216,10 @@ def row_product(inputs: np.ndarray, weight: np.ndarray) -> np.ndarray:
         block = np.zeros((padded, inputs.shape[1]), dtype=np.float64)
         block[:n_rows] = inputs
         inputs = block
-    return np.matmul(inputs, weight)
+    if padded < _ONE_THREAD_FROM:
+        return np.matmul(inputs, weight)
+    with _one_blas_thread():
+        return np.matmul(inputs, weight)
 
 
 State = dict[str, np.ndarray]
@@ -242,7 +263,7 @@ class ExitDecider:
     input_type : {"logits", "proba"}
         What ``outputs_k`` holds.
     classes : ndarray of shape (n_classes,)
-        Label of each class column (``policy.classes_``).
+        Label of each class column: a read-only copy of ``policy.classes_``.
     state_names : tuple of str
         The keys of the state.
 
@@ -284,8 +305,20 @@ class ExitDecider:
         self.n_exits = int(policy.n_exits_)
         self.n_classes = int(policy.n_classes_)
         self.input_type = str(policy.input_type)
-        self.classes = policy.classes_
+        self.classes = np.array(policy.classes_)  # a copy: writing it must not relabel the policy
+        self.classes.flags.writeable = False
         self.state_names = tuple(policy._step_state_names())
+        # What each state array must look like beyond its rows (initial_state's layout),
+        # and how errors say it.
+        self._state_layout = {
+            name: (
+                value.shape[1:],
+                value.dtype,
+                f"an array of shape ({', '.join(['n_rows', *map(str, value.shape[1:])])}) and dtype "
+                f"{value.dtype}, as initial_state gives",
+            )
+            for name, value in policy._step_initial_state(0).items()
+        }
         # Derived forms of the fitted scorer (float64 copies): made once per decider.
         self._weights = policy._step_weights()
         self._reads_proba = bool(policy._step_reads_proba)
@@ -330,13 +363,21 @@ class ExitDecider:
         Parameters
         ----------
         k : int
-            The exit, ``0 <= k < n_exits``; exits are visited in order.
+            The exit, ``0 <= k < n_exits``. Exits must be visited in order, each once,
+            from the state :meth:`initial_state` gave (``k = 0``), each call with the
+            state the previous one returned (through :meth:`keep`): the state does not
+            say which exit it is at, and the decider does not check it. Another order
+            (an exit skipped, repeated or revisited) gives wrong decisions without an
+            error.
         outputs_k : array-like of shape (n_rows, n_classes)
             Exit ``k``'s logits (or probabilities with ``input_type="proba"``) of the
             rows still running, any real dtype.
         state : dict of str to ndarray
             The state for the same rows: :meth:`initial_state` at exit 0, else what the
-            previous call returned, passed through :meth:`keep`. Not modified.
+            previous call returned, passed through :meth:`keep`. Not modified. Each
+            array must be laid out as this decider's :meth:`initial_state` gives it
+            (the same dimensions beyond the rows and dtype kind, float64 where it is
+            float, finite): a state of another decider is refused.
 
         Returns
         -------
@@ -352,10 +393,13 @@ class ExitDecider:
         ValueError
             If ``k`` is out of range, ``outputs_k`` is not 2-D with ``n_classes``
             columns, is not finite (or not distributions with
-            ``input_type="proba"``), or ``state`` lacks a name or has another
-            number of rows.
+            ``input_type="proba"``), or ``state`` lacks a name, or one of its arrays
+            has another number of rows, another shape beyond them or non-finite
+            values.
         TypeError
-            If ``outputs_k`` holds strings, complex numbers or other non-real values.
+            If ``outputs_k`` holds strings, complex numbers or other non-real values,
+            ``state`` is not a dict, or one of its arrays has another dtype than
+            :meth:`initial_state` gives.
         """
         scores, proba, state = self.score(k, outputs_k, state)
         return self._leave(k, scores), proba, state
@@ -379,8 +423,7 @@ class ExitDecider:
         """
         k = self._check_exit(k)
         outputs = self._check_outputs(outputs_k)
-        self._check_state(state, outputs.shape[0])
-        return self._score(k, outputs, state)
+        return self._score(k, outputs, self._check_state(state, outputs.shape[0]))
 
     def keep(self, state: Mapping[str, np.ndarray], rows) -> State:
         """The state of the rows selected by ``rows`` (a boolean mask or indices).
@@ -389,7 +432,9 @@ class ExitDecider:
         ----------
         state : dict of str to ndarray
         rows : array-like of bool of shape (n_rows,) or of int
-            Typically ``~leave``: the rows that go on to the next exit.
+            Typically ``~leave``: the rows that go on to the next exit. Integers are
+            indices, as in NumPy's indexing: ``[1, 0, 1]`` selects rows 1, 0 and 1, not
+            a mask (pass booleans for a mask).
 
         Returns
         -------
@@ -398,6 +443,8 @@ class ExitDecider:
 
         Raises
         ------
+        TypeError
+            If ``rows`` holds neither booleans nor integers.
         IndexError
             If a boolean ``rows`` has another length than the state, or an index is
             out of range.
@@ -405,6 +452,10 @@ class ExitDecider:
         rows = np.asarray(rows)
         if rows.size == 0:  # [] reads as float64
             rows = rows.astype(np.intp)
+        if rows.dtype.kind not in "biu":
+            raise TypeError(
+                f"rows must be a boolean mask or integer indices of the rows to keep, got {describe(rows)}."
+            )
         if rows.dtype == bool:
             for name, value in state.items():
                 if rows.shape != np.shape(value)[:1]:
@@ -413,10 +464,14 @@ class ExitDecider:
                         f"{len(value)} rows."
                     )
             rows = np.flatnonzero(rows)
-        # take: several times faster than boolean or fancy indexing of 2-D arrays.
-        return {name: np.take(np.asarray(value), rows, axis=0) for name, value in state.items()}
+        return self._keep(state, rows)
 
     # --- internals (no validation): what predict_exit runs over whole chunks ---------
+
+    def _keep(self, state: Mapping[str, np.ndarray], rows: np.ndarray) -> State:
+        """:meth:`keep` of integer ``rows``."""
+        # take: several times faster than boolean or fancy indexing of 2-D arrays.
+        return {name: np.take(np.asarray(value), rows, axis=0) for name, value in state.items()}
 
     def _leave(self, k: int, scores: np.ndarray) -> np.ndarray:
         if k == self.n_exits - 1:
@@ -497,7 +552,7 @@ class ExitDecider:
                 undecided &= ~leave
             else:
                 stay = np.flatnonzero(~leave)
-                running, state = running[stay], self.keep(state, stay)
+                running, state = running[stay], self._keep(state, stay)
                 undecided = undecided[stay]
                 if not len(running):
                     break
@@ -521,16 +576,36 @@ class ExitDecider:
             raw[:, None, :], 1, self.n_classes, self.input_type, type(self._policy).__name__, "outputs_k"
         )[:, 0]
 
-    def _check_state(self, state: Mapping[str, np.ndarray], n_rows: int) -> None:
+    def _check_state(self, state: Mapping[str, np.ndarray], n_rows: int) -> State:
+        """``state`` with its arrays as ndarrays, each checked against :meth:`initial_state`'s layout.
+
+        The same dimensions beyond the ``n_rows`` rows and dtype kind (float64 for
+        floats: float32 would round what is carried), finite floats: a state of another
+        decider, or a mis-shaped one, would otherwise be read as other rows' values.
+        """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict of arrays from initial_state, got {describe(state)}.")
-        for name in self.state_names:
+        checked = dict(state)
+        for name, (trailing, dtype, expected) in self._state_layout.items():
             if name not in state:
                 raise ValueError(
                     f"state lacks {name!r}: expected the keys {self.state_names} (from initial_state)."
                 )
-            if len(state[name]) != n_rows:
+            value = state[name]
+            value = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if value.dtype.kind != dtype.kind or (dtype.kind == "f" and value.dtype != dtype):
+                raise TypeError(f"state[{name!r}] has dtype {value.dtype}; expected {expected}.")
+            if value.ndim != len(trailing) + 1 or value.shape[1:] != trailing:
                 raise ValueError(
-                    f"state[{name!r}] has {len(state[name])} rows but outputs_k has {n_rows}: "
+                    f"state[{name!r}] has shape {value.shape}; expected {expected} "
+                    "(a state of another decider?)."
+                )
+            if value.shape[0] != n_rows:
+                raise ValueError(
+                    f"state[{name!r}] has {value.shape[0]} rows but outputs_k has {n_rows}: "
                     "keep the state of the running rows with keep(state, ~leave)."
                 )
+            if dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError(f"state[{name!r}] contains NaN or infinity; expected {expected}.")
+            checked[name] = value
+        return checked

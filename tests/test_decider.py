@@ -18,7 +18,8 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
-from eenet_sklearn.datasets import load_exit_logits
+from eenet_sklearn._decider import ExitDecider
+from eenet_sklearn.datasets import load_exit_logits, make_exit_logits
 from eenet_sklearn.metrics import budget_at_position
 from eenet_sklearn.online import BudgetController
 
@@ -183,6 +184,41 @@ def test_an_empty_batch_is_decided(fitted) -> None:
         (lambda d, s: d.decide(0, [["a"] * 10] * 2, s), TypeError, "outputs_k"),
         (lambda d, s: d.decide(0, np.zeros((3, 10)), s), ValueError, r"state\['utilities'\] has 2 rows"),
         (lambda d, s: d.decide(0, np.zeros((2, 10)), {}), ValueError, "state lacks 'utilities'"),
+        (lambda d, s: d.decide(0, np.zeros((2, 10)), None), TypeError, "state must be a dict"),
+        # Each state array as initial_state lays it out: mis-shaped, foreign, rounded or NaN ones are named.
+        (
+            lambda d, s: d.decide(0, np.zeros((2, 10)), {**s, "top_vote": s["top_vote"][:, None]}),
+            ValueError,
+            r"state\['top_vote'\] has shape \(2, 1\); expected an array of shape \(n_rows\) and dtype int64",
+        ),
+        (
+            lambda d, s: d.decide(0, np.zeros((2, 10)), {**s, "utilities": np.zeros((2, 8))}),
+            ValueError,
+            r"state\['utilities'\] has shape \(2, 8\); expected an array of shape \(n_rows, 4\)",
+        ),
+        (
+            lambda d, s: d.decide(0, np.zeros((2, 10)), {**s, "votes": s["votes"][:, :1]}),
+            ValueError,
+            r"state\['votes'\] has shape \(2, 1\); expected an array of shape \(n_rows, 10\)",
+        ),
+        (
+            lambda d, s: d.decide(0, np.zeros((2, 10)), {**s, "utilities": np.full((2, 4), np.nan)}),
+            ValueError,
+            r"state\['utilities'\] contains NaN",
+        ),
+        (
+            lambda d, s: d.decide(
+                0, np.zeros((2, 10)), {**s, "utilities": s["utilities"].astype(np.float32)}
+            ),
+            TypeError,
+            r"state\['utilities'\] has dtype float32; expected .* dtype float64",
+        ),
+        (
+            lambda d, s: d.decide(0, np.zeros((2, 10)), {**s, "votes": s["votes"].astype(float)}),
+            TypeError,
+            r"state\['votes'\] has dtype float64; expected .* dtype int64",
+        ),
+        (lambda d, s: d.keep(s, [0.0, 1.0]), TypeError, "rows must be a boolean mask or integer indices"),
         (lambda d, s: d.initial_state(-1), ValueError, "n_samples must be an integer >= 0, got -1"),
         (lambda d, s: d.initial_state(2.0), TypeError, "n_samples must be an integer"),
     ],
@@ -191,6 +227,68 @@ def test_bad_calls_are_named(fitted, call, error, match) -> None:
     decider = fitted["EarlyExitPolicy"].exit_decider()
     with pytest.raises(error, match=match):
         call(decider, decider.initial_state(2))
+
+
+def test_a_state_of_another_decider_is_refused(fitted, fashion) -> None:
+    # A text model's decider (6 exits, 2 classes): its vote counts would land in other
+    # rows' cells of this decider's 10-class counts.
+    X, y = make_exit_logits(300, n_exits=6, n_classes=2, random_state=0)
+    other = EarlyExitPolicy(
+        costs=np.arange(1.0, 7.0), budget=3.0, max_epochs=1, hidden_size=4, random_state=0, device="cpu"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        foreign = other.fit(X, y).exit_decider().initial_state(4)
+    decider = fitted["EarlyExitPolicy"].exit_decider()
+    with pytest.raises(ValueError, match=r"state\['utilities'\] has shape \(4, 6\).*another decider"):
+        decider.decide(0, fashion.test_logits[:4, 0], foreign)
+
+
+def test_a_state_given_as_lists_is_read_as_arrays(fitted, fashion) -> None:
+    decider = fitted["PatiencePolicy"].exit_decider()
+    X = fashion.test_logits[:3]
+    _, _, state = decider.decide(0, X[:, 0], decider.initial_state(3))
+    as_lists = {name: value.tolist() for name, value in state.items()}
+    for got, expected in zip(
+        decider.decide(1, X[:, 1], as_lists), decider.decide(1, X[:, 1], state), strict=True
+    ):
+        if isinstance(got, dict):
+            for name in expected:
+                assert_array_equal(got[name], expected[name])
+        else:
+            assert_array_equal(got, expected)
+
+
+def test_keep_reads_integers_as_indices(fitted, fashion) -> None:
+    # NumPy's indexing: integer 0/1 rows are indices, not a mask (documented in keep).
+    decider = fitted["PatiencePolicy"].exit_decider()
+    _, _, state = decider.decide(0, fashion.test_logits[:4, 0], decider.initial_state(4))
+    kept = decider.keep(state, np.array([1, 0, 1, 0]))
+    assert_array_equal(kept["previous"], state["previous"][[1, 0, 1, 0]])
+
+
+def test_prediction_does_not_check_states(fitted, fashion, monkeypatch) -> None:
+    # The checks are the public methods' own: predict_exit's chunks run the internals.
+    policy = fitted["EarlyExitPolicy"]
+    X = fashion.test_logits[:2000]
+    expected = policy.predict_exit(X)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a state check in prediction")
+
+    monkeypatch.setattr(ExitDecider, "_check_state", refuse)
+    monkeypatch.setattr(ExitDecider, "keep", refuse)
+    assert_array_equal(policy.predict_exit(X), expected)
+
+
+def test_the_classes_are_a_read_only_copy(fitted, fashion) -> None:
+    policy = fitted["MaxProbPolicy"]
+    decider = policy.exit_decider()
+    assert_array_equal(decider.classes, policy.classes_)
+    expected = policy.predict(fashion.test_logits[:100])
+    with pytest.raises(ValueError, match="read-only"):
+        decider.classes[0] = 99
+    assert_array_equal(policy.predict(fashion.test_logits[:100]), expected)
 
 
 def test_an_unfitted_policy_has_no_decider() -> None:

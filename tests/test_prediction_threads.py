@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -21,8 +22,9 @@ from eenet_sklearn import (
     MaxProbPolicy,
     PatiencePolicy,
 )
+from eenet_sklearn import _decider as decider_module
 from eenet_sklearn import base as base_module
-from eenet_sklearn._decider import _block_threads, run_row_blocks
+from eenet_sklearn._decider import _block_threads, row_product, run_row_blocks
 from eenet_sklearn.datasets import make_exit_logits
 
 COSTS = [1.0, 2.0, 3.0, 4.0]
@@ -80,15 +82,29 @@ def test_the_thread_count_follows_the_blas_limit_and_the_cpus() -> None:
 
 
 @pytest.mark.skipif(joblib.cpu_count() < 2, reason="one CPU: the blocks run on the calling thread")
-def test_blocks_run_on_several_threads_each_with_single_threaded_blas() -> None:
+def test_blocks_run_on_several_threads_and_their_products_on_one_blas_thread(monkeypatch) -> None:
+    # The BLAS threads each block's product runs with, read in the block's own thread
+    # inside the product's limit (MKL's count is the thread's own there).
     threads, blas_threads = set(), set()
     lock = threading.Lock()
+    real_limit = decider_module._one_blas_thread
+
+    @contextlib.contextmanager
+    def reading_limit():
+        with real_limit():
+            info = threadpoolctl.threadpool_info()
+            with lock:
+                blas_threads.update(pool["num_threads"] for pool in info if pool["user_api"] == "blas")
+            yield
+
+    monkeypatch.setattr(decider_module, "_one_blas_thread", reading_limit)
+    weight = np.ones((5, 3))
+    inputs = np.ones((decider_module._ONE_THREAD_FROM, 5))
 
     def work(rows: slice) -> None:
-        info = threadpoolctl.threadpool_info()
         with lock:
             threads.add(threading.get_ident())
-            blas_threads.update(pool["num_threads"] for pool in info if pool["user_api"] == "blas")
+        row_product(inputs, weight)
         time.sleep(0.002)
 
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
@@ -116,25 +132,35 @@ def _pool_threads() -> dict[str, int]:
     return {pool["user_api"]: pool["num_threads"] for pool in threadpoolctl.threadpool_info()}
 
 
+@contextlib.contextmanager
+def _two_threads_not_owned():
+    # 2 threads per pool, set from this thread but not owned by it: with threadpoolctl
+    # >= 3.6 a `with threadpool_limits` held here would make the other threads' limits
+    # no-ops, and the tests vacuous.
+    start = threadpoolctl.threadpool_limits(2)
+    decider_module._let_this_thread_set_blas()
+    try:
+        yield
+    finally:
+        start.restore_original_limits()
+        decider_module._let_this_thread_set_blas()
+
+
 def test_calls_from_several_threads_at_once_leave_the_thread_pools_as_they_found_them() -> None:
     # A server's request threads, or a threading joblib backend, predict at the same time:
-    # each call limits the process-wide pools to one thread while it runs. Limits entered
-    # and left out of order (plain threadpool_limits contexts) would leave them at 1.
+    # each call limits the pools to one thread while it runs (a process-wide limit where
+    # BLAS has no per-thread one). Limits entered and left out of order (plain
+    # threadpool_limits contexts) would leave them at 1.
     import torch  # noqa: F401  (loads OpenMP, the other pool the library limits)
 
-    from eenet_sklearn._decider import _let_this_thread_set_blas, one_thread
+    from eenet_sklearn._decider import one_thread
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         policy = MaxProbPolicy(costs=COSTS, budget=2.0).fit(X, Y)
     rows = np.concatenate([NEW] * 2)  # more than one block of 1024 rows or more
     expected = policy.predict_exit(rows)
-    # Start from 2 threads per pool, set from this thread but not owned by it (with
-    # threadpoolctl >= 3.6 a `with threadpool_limits` here would make the other threads'
-    # limits no-ops, and the test vacuous).
-    start = threadpoolctl.threadpool_limits(2)
-    _let_this_thread_set_blas()
-    try:
+    with _two_threads_not_owned():
         before = _pool_threads()
         assert set(before.values()) == {2}
         errors: list[BaseException] = []
@@ -156,6 +182,52 @@ def test_calls_from_several_threads_at_once_leave_the_thread_pools_as_they_found
             worker.join()
         assert not errors
         assert _pool_threads() == before
-    finally:
-        start.restore_original_limits()
-        _let_this_thread_set_blas()
+
+
+def _overlap(predict, pause_in, pause_at: str, monkeypatch) -> dict[str, int]:
+    """Run ``predict`` on a thread, paused once at ``pause_in.pause_at``; meanwhile this
+    thread enters a user's ``threadpool_limits(1, "blas")``, which it leaves after the
+    prediction ends (as scikit-learn does internally). The pools' threads at the end."""
+    paused, resume = threading.Event(), threading.Event()
+    real = getattr(pause_in, pause_at)
+
+    def pause() -> None:
+        if not paused.is_set():
+            paused.set()
+            assert resume.wait(30)
+
+    def pausing(*args, **kwargs):
+        pause()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pause_in, pause_at, pausing)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            predict()
+        except BaseException as error:  # reported below, in the main thread
+            errors.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert paused.wait(30)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        resume.set()
+        worker.join()
+    assert not errors
+    return _pool_threads()
+
+
+def test_a_users_blas_limit_entered_during_a_prediction_leaves_the_pools_as_they_were(monkeypatch) -> None:
+    # MaxProb's step calls no BLAS: its prediction leaves the process's BLAS limit alone,
+    # so a user's limit entered meanwhile records and restores the user's own.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        policy = MaxProbPolicy(costs=COSTS, budget=2.0).fit(X, Y)
+    rows = np.concatenate([NEW] * 2)  # more than _ONE_THREAD_FROM rows
+    with _two_threads_not_owned():
+        before = _pool_threads()
+        assert before["blas"] == 2
+        after = _overlap(lambda: policy.predict_exit(rows), base_module.ExitDecider, "_run", monkeypatch)
+    assert after == before
