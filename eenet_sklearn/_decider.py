@@ -251,7 +251,8 @@ class ExitDecider:
     Every value of a row is computed from that row alone, in float64: a sample's
     decision, label and probabilities do not depend on the other rows of the call,
     on how many there are, or on the dtype of identical input values (see
-    :class:`~eenet_sklearn.base.BaseExitPolicy`, "Batch invariance").
+    :class:`~eenet_sklearn.base.BaseExitPolicy`, "Batch invariance", and its one
+    exception: a :class:`~eenet_sklearn.LearnedScorePolicy` with a user-given classifier).
 
     Attributes
     ----------
