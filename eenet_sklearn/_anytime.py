@@ -552,6 +552,10 @@ class AnytimeEnsemble(MetaEstimatorMixin, BaseExitPolicy):
     #: The step reads exit k's log-probabilities only (its probabilities are the ensemble's).
     _step_reads_proba = False
 
+    @property
+    def _step_calls_blas(self) -> bool:  # type: ignore[override]
+        return self.policy_._step_calls_blas
+
     def _step_weights(self) -> tuple[np.ndarray, object, tuple[str, ...], bool]:
         weights = np.ascontiguousarray(self.weights_, dtype=np.float64)
         inner = self.policy_

@@ -67,6 +67,7 @@ class _ConfidenceThresholdPolicy(_GeometricQuotaPolicy):
 
     # The scores are read off the log-probabilities alone.
     _step_reads_proba = False
+    _step_calls_blas = False
 
     def __init__(self, costs=None, budget=None, *, input_type="logits", classes=None):
         self.costs = costs
@@ -491,6 +492,8 @@ class PatiencePolicy(BaseExitPolicy):
     True
     """
 
+    _step_calls_blas = False
+
     def __init__(
         self,
         costs=None,
@@ -646,6 +649,7 @@ class FixedExitPolicy(BaseExitPolicy):
 
     # The score is a constant.
     _step_reads_proba = False
+    _step_calls_blas = False
 
     def __init__(
         self, costs=None, budget=None, *, exit=None, input_type="logits", classes=None

@@ -97,8 +97,8 @@ def _one_blas_thread() -> Iterator[None]:
     blocks overlapping on several threads never leave it limited. The hazard that remains:
     a ``threadpoolctl.threadpool_limits`` that another thread enters while such a block
     runs reads that 1 as the limit to restore, and if it leaves after the block, BLAS
-    stays at one thread. Prediction therefore takes this limit around its large products
-    only (:func:`row_product`, EENet's step), not for a whole call.
+    stays at one thread. Prediction therefore takes it only for the calls whose steps call
+    BLAS (:func:`run_row_blocks`).
     """
     with _shared_blas_limit(_threadpools().select(user_api="blas")):
         yield
@@ -141,7 +141,9 @@ def _block_threads(n_blocks: int) -> int:
     return max(1, min(n_blocks, min(blas, default=cpus), cpus))
 
 
-def run_row_blocks(work: Callable[[slice], None], blocks: Sequence[slice], n_rows: int) -> None:
+def run_row_blocks(
+    work: Callable[[slice], None], blocks: Sequence[slice], n_rows: int, *, calls_blas: bool = True
+) -> None:
     """Call ``work`` on every block of a call's ``n_rows`` rows, on several threads where there are several.
 
     Prediction's row blocks are independent and each row's arithmetic does not depend
@@ -149,16 +151,26 @@ def run_row_blocks(work: Callable[[slice], None], blocks: Sequence[slice], n_row
     of the result; NumPy releases the GIL in its loops, so threads take up the cores a
     single thread leaves idle (``benchmarks/results/decision_speed.md``). Each block
     runs with its thread's OpenMP pool limited to one thread (:func:`one_thread`),
-    except a single block of fewer than ``_ONE_THREAD_FROM`` rows; the BLAS products
-    inside it run on one BLAS thread (:func:`row_product`). An exception, or Ctrl-C,
+    except a single block of fewer than ``_ONE_THREAD_FROM`` rows. ``calls_blas``: the
+    blocks call BLAS (:func:`row_product`: EENet's and LearnedScorePolicy's steps); BLAS
+    is then limited to one thread for the whole call (:func:`_one_blas_thread`, whose
+    process-wide limit a call of the other policies thus leaves alone; taken around each
+    product instead, it cost EENet 14% of its throughput). An exception, or Ctrl-C,
     cancels the blocks not yet started.
     """
-    n_threads = _block_threads(len(blocks))
-    if n_threads == 1:
-        with one_thread("openmp") if n_rows >= _ONE_THREAD_FROM else contextlib.nullcontext():
-            for rows in blocks:
-                work(rows)
-        return
+    n_threads = _block_threads(len(blocks))  # read before BLAS is limited below
+    large = n_threads > 1 or n_rows >= _ONE_THREAD_FROM
+    with _one_blas_thread() if calls_blas and large else contextlib.nullcontext():
+        if n_threads == 1:
+            with one_thread("openmp") if large else contextlib.nullcontext():
+                for rows in blocks:
+                    work(rows)
+            return
+        _run_on_threads(work, blocks, n_threads)
+
+
+def _run_on_threads(work: Callable[[slice], None], blocks: Sequence[slice], n_threads: int) -> None:
+    """:func:`run_row_blocks` on ``n_threads`` threads."""
 
     def limited_work(rows: slice) -> None:
         with one_thread("openmp"):  # OpenMP's limit belongs to the thread that runs the block
@@ -191,10 +203,8 @@ def row_product(inputs: np.ndarray, weight: np.ndarray) -> np.ndarray:
     which kernel sums it. Here the rows are padded with zeros to
     :func:`padded_rows` (a multiple of ``_ROW_BLOCK``), so that every row goes
     through the same matrix-product kernel, in the same order over the columns of
-    ``inputs``: a row's result depends on that row and on ``weight`` alone. From
-    ``_ONE_THREAD_FROM`` rows, the product runs on one BLAS thread
-    (:func:`_one_blas_thread`): prediction runs several at once, one per row block
-    (:func:`run_row_blocks`), and threads of BLAS's own would contend with them. Checked
+    ``inputs``: a row's result depends on that row and on ``weight`` alone. (Prediction
+    runs it on one BLAS thread per row block: :func:`run_row_blocks`.) Checked
     on the installed BLAS by ``tests/test_row_invariant_arithmetic.py`` (single rows, every
     row count up to several blocks, every offset, default and single BLAS threads);
     several times faster than ``np.einsum``'s own loops at EENet's sizes.
@@ -216,10 +226,7 @@ def row_product(inputs: np.ndarray, weight: np.ndarray) -> np.ndarray:
         block = np.zeros((padded, inputs.shape[1]), dtype=np.float64)
         block[:n_rows] = inputs
         inputs = block
-    if padded < _ONE_THREAD_FROM:
-        return np.matmul(inputs, weight)
-    with _one_blas_thread():
-        return np.matmul(inputs, weight)
+    return np.matmul(inputs, weight)
 
 
 State = dict[str, np.ndarray]

@@ -255,6 +255,11 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
     #: prediction spends no exponentials on probabilities it does not return).
     _step_reads_proba: ClassVar[bool] = True
 
+    #: Whether :meth:`_exit_step` calls BLAS (:func:`~eenet_sklearn._decider.row_product`):
+    #: prediction then limits BLAS to one thread for the call, a process-wide limit the
+    #: policies whose steps call none leave alone (:func:`~eenet_sklearn._decider.run_row_blocks`).
+    _step_calls_blas: bool = True
+
     def fit(self, X, y, costs=None, budget=None):
         """Fit the policy on held-out per-exit outputs.
 
@@ -714,7 +719,7 @@ class BaseExitPolicy(ClassifierMixin, BaseEstimator):
             else:
                 result[rows] = scores
 
-        run_row_blocks(decide_rows, self._chunk_rows(n_samples), n_samples)
+        run_row_blocks(decide_rows, self._chunk_rows(n_samples), n_samples, calls_blas=self._step_calls_blas)
         return result
 
     def decide_at_exit(self, X) -> tuple[np.ndarray, np.ndarray]:

@@ -82,35 +82,28 @@ def test_the_thread_count_follows_the_blas_limit_and_the_cpus() -> None:
 
 
 @pytest.mark.skipif(joblib.cpu_count() < 2, reason="one CPU: the blocks run on the calling thread")
-def test_blocks_run_on_several_threads_and_their_products_on_one_blas_thread(monkeypatch) -> None:
-    # The BLAS threads each block's product runs with, read in the block's own thread
-    # inside the product's limit (MKL's count is the thread's own there).
+@pytest.mark.parametrize("calls_blas", [True, False])
+def test_blocks_run_on_several_threads_with_one_blas_thread_where_they_call_blas(calls_blas: bool) -> None:
+    # The BLAS threads each block sees, read in the block's own thread: one where the
+    # blocks call BLAS (EENet's products), the process's own where they call none (the
+    # MSDNet rule), whose limit prediction then leaves alone.
     threads, blas_threads = set(), set()
     lock = threading.Lock()
-    real_limit = decider_module._one_blas_thread
-
-    @contextlib.contextmanager
-    def reading_limit():
-        with real_limit():
-            info = threadpoolctl.threadpool_info()
-            with lock:
-                blas_threads.update(pool["num_threads"] for pool in info if pool["user_api"] == "blas")
-            yield
-
-    monkeypatch.setattr(decider_module, "_one_blas_thread", reading_limit)
     weight = np.ones((5, 3))
     inputs = np.ones((decider_module._ONE_THREAD_FROM, 5))
 
     def work(rows: slice) -> None:
+        info = threadpoolctl.threadpool_info()
         with lock:
             threads.add(threading.get_ident())
+            blas_threads.update(pool["num_threads"] for pool in info if pool["user_api"] == "blas")
         row_product(inputs, weight)
         time.sleep(0.002)
 
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        run_row_blocks(work, [slice(i, i + 10) for i in range(0, 400, 10)], 400)
+        run_row_blocks(work, [slice(i, i + 10) for i in range(0, 400, 10)], 400, calls_blas=calls_blas)
     assert len(threads) >= 2
-    assert blas_threads == {1}
+    assert blas_threads == ({1} if calls_blas else {2})
 
 
 def test_an_error_in_a_block_stops_the_blocks_not_yet_started() -> None:
