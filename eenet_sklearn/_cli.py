@@ -31,8 +31,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._atomic import atomic_write
 from ._demo import DEMO_COUNTS, DEMO_DATA, DEMO_DEFAULTS, DemoSettings, run_demo
 from ._eenet import EarlyExitPolicy
-from ._npz import open_npz
-from ._policy_file import load_policy, looks_like_policy_file, save_policy
+from ._npz import open_npz, starts_as_zip
+from ._policy_file import load_policy, save_policy
 from ._registry import POLICIES
 from ._report import budget_curve_table, colour_only_on_terminals, exit_percentages, save_budget_curve_plot
 from ._risk_control import RiskControlledPolicy
@@ -176,12 +176,19 @@ def _output(args: argparse.Namespace, path: str, text: bool = False) -> Iterator
     args.finishing = None
 
 
-def _save(args: argparse.Namespace, policy: BaseExitPolicy, path: str) -> None:
-    """Save a policy file (written whole or not at all), recorded once in place."""
-    args.finishing = path  # a Ctrl-C during the save may surface just after its rename
-    save_policy(policy, path)
+@contextlib.contextmanager
+def _writing(args: argparse.Namespace, path: str) -> Iterator[None]:
+    """Around a call that writes ``path`` whole or not at all: recorded once in place (see :func:`main`)."""
+    args.finishing = path  # a Ctrl-C during the call may surface just after its rename
+    yield
     args.written.append(path)
     args.finishing = None
+
+
+def _save(args: argparse.Namespace, policy: BaseExitPolicy, path: str) -> None:
+    """Save a policy file, recorded once in place."""
+    with _writing(args, path):
+        save_policy(policy, path)
 
 
 # --- Policies ------------------------------------------------------------------------------
@@ -231,7 +238,7 @@ def _load_policy(path: str, allow_pickle: bool = False) -> _Policy:
     """
     if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
-    if looks_like_policy_file(path):
+    if starts_as_zip(path):  # a policy file, perhaps damaged (load_policy says how); never a pickle
         policy = load_policy(path)
     elif not allow_pickle:
         raise CommandError(
@@ -462,13 +469,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
             with _output(args, args.table, text=True) as handle:
                 handle.write(table + "\n")
     if args.plot is not None:
-        args.finishing = args.plot  # written whole or not at all (save_budget_curve_plot)
-        save_budget_curve_plot(
-            rows, args.plot, title=Path(args.test_data or args.fit_data).stem,
-            caller=f"{_PROG} evaluate --plot",
-        )
-        args.written.append(args.plot)
-        args.finishing = None
+        with _writing(args, args.plot):
+            save_budget_curve_plot(
+                rows, args.plot, title=Path(args.test_data or args.fit_data).stem,
+                caller=f"{_PROG} evaluate --plot",
+            )
 
 
 # --- Parser --------------------------------------------------------------------------------

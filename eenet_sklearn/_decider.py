@@ -51,7 +51,7 @@ def _threadpools() -> threadpoolctl.ThreadpoolController:
 
 
 #: The BLAS pool (OpenBLAS's, as NumPy's wheels bundle) is shared by every thread of the
-#: process: :func:`_one_blas_thread` counts the products inside a limit on it (over every
+#: process: :func:`_one_blas_thread` counts the blocks inside a limit on it (over every
 #: thread) and keeps the limiter that restores it when the last one leaves.
 _BLAS_LOCK = threading.Lock()
 _BLAS_DEPTH = 0
@@ -68,26 +68,6 @@ def _let_this_thread_set_blas() -> None:
 
 
 @contextlib.contextmanager
-def _shared_blas_limit(pools: threadpoolctl.ThreadpoolController) -> Iterator[None]:
-    global _BLAS_DEPTH, _BLAS_LIMITER
-    with _BLAS_LOCK:
-        if _BLAS_DEPTH == 0:
-            _let_this_thread_set_blas()
-            _BLAS_LIMITER = pools.limit(limits=1)
-        _BLAS_DEPTH += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_DEPTH -= 1
-            if _BLAS_DEPTH == 0:
-                _let_this_thread_set_blas()
-                _BLAS_LIMITER.restore_original_limits()
-                _BLAS_LIMITER = None
-                _let_this_thread_set_blas()
-
-
-@contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
     """Limit BLAS to one thread, for a ``with`` block, from any number of threads at once.
 
@@ -100,8 +80,22 @@ def _one_blas_thread() -> Iterator[None]:
     stays at one thread. Prediction therefore takes it only for the calls whose steps call
     BLAS (:func:`run_row_blocks`).
     """
-    with _shared_blas_limit(_threadpools().select(user_api="blas")):
+    global _BLAS_DEPTH, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS_DEPTH == 0:
+            _let_this_thread_set_blas()
+            _BLAS_LIMITER = _threadpools().select(user_api="blas").limit(limits=1)
+        _BLAS_DEPTH += 1
+    try:
         yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_DEPTH -= 1
+            if _BLAS_DEPTH == 0:
+                _let_this_thread_set_blas()
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+                _let_this_thread_set_blas()
 
 
 @contextlib.contextmanager

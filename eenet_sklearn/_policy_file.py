@@ -39,11 +39,11 @@ from ._atomic import atomic_write
 from ._baselines import EntropyPolicy, FixedExitPolicy, LearnedScorePolicy, MaxProbPolicy, PatiencePolicy
 from ._eenet import EarlyExitPolicy
 from ._features import check_confidence, n_features
-from ._npz import open_npz, starts_as_zip
+from ._npz import open_npz
 from ._risk_control import RiskControlledPolicy
 from .base import BaseExitPolicy
 
-__all__ = ["FORMAT_VERSION", "PolicyFileError", "load_policy", "looks_like_policy_file", "save_policy"]
+__all__ = ["FORMAT_VERSION", "PolicyFileError", "load_policy", "save_policy"]
 
 #: What the manifest's ``format`` says.
 FORMAT_NAME = "eenet-sklearn policy"
@@ -562,16 +562,6 @@ class _Reader:
         if not isinstance(value, list):
             raise self.error(where, f"{key!r} must be a list")
         return value
-
-
-def looks_like_policy_file(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` starts as a zip archive does: a policy file (perhaps damaged), not a pickle.
-
-    Reads the first four bytes only; ``False`` for a missing file. :func:`load_policy` says
-    what is wrong with a zip archive that is not a valid policy file (a truncated one, a data
-    file); a pickle or joblib file never starts this way.
-    """
-    return starts_as_zip(os.fspath(path))
 
 
 def load_policy(path: str | os.PathLike[str]) -> BaseExitPolicy:
